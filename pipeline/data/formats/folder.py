@@ -1,0 +1,44 @@
+"""``root/<class>/<file>``: one folder per class, no official split."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.data.formats.base import VIDEO_EXTENSIONS, FormatResult, Row
+from pipeline.errors import UserError
+
+
+def list_class_folders(root: Path, extensions: frozenset[str]) -> FormatResult:
+    """Rows for every file with a known extension under ``root/<class>/``.
+
+    Sub-folders of a class folder are walked too (some datasets nest by
+    group); symlinked directories are followed once, loops are skipped.
+    """
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist or is not a folder")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(f"dataset root {root} has no class folders (expected root/<class>/<file>)")
+    result = FormatResult()
+    for class_dir in classes:
+        seen: set[tuple[int, int]] = set()
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop: do not walk it twice
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                if path.suffix.lower() in extensions:
+                    result.rows.append(Row(path=path, label=class_dir.name))
+    return result
+
+
+def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
+    """Read a folder-per-class video dataset; ``splits`` and ``fold`` are unused."""
+    return list_class_folders(root, VIDEO_EXTENSIONS)
