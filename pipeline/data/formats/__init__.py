@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.formats import folder
+from pipeline.data.formats import folder, hmdb51, kinetics, ssv2, ucf101
 from pipeline.data.formats.base import FormatResult, Row
 
 __all__ = ["FORMATS", "FormatResult", "Row", "FormatSpec"]
@@ -25,4 +25,8 @@ class FormatSpec:
 
 FORMATS: dict[str, FormatSpec] = {
     "folder": FormatSpec("folder", "video", folder.read),
+    "ucf101": FormatSpec("ucf101", "video", ucf101.read),
+    "hmdb51": FormatSpec("hmdb51", "video", hmdb51.read),
+    "kinetics": FormatSpec("kinetics", "video", kinetics.read),
+    "ssv2": FormatSpec("ssv2", "video", ssv2.read),
 }

@@ -1,0 +1,342 @@
+"""The ``vtl`` command line: one thin command per stage; the work lives in ``pipeline.stages``.
+
+Every user error prints one line ``error: …`` on stderr and exits with code 2
+(``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.progress import echo, set_quiet
+
+WORKSPACE = click.argument("workspace", type=click.Path(file_okay=False, path_type=Path))
+
+
+class StageOrder(click.Group):
+    """Lists commands in the order they were added: the order a user runs them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=StageOrder, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vtl")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """vtl: transfer learning for video (and image) classification.
+
+    Take a network trained on a source task (Kinetics-400 video backbones,
+    ImageNet frame backbones) and adapt it to your target classes. Run the
+    stages in order on one workspace folder; each stage only does what is
+    missing, so an interrupted stage resumes when run again.
+
+    \b
+      vtl prepare runs/ucf --format folder --root ~/data/my_clips
+      vtl sample  runs/ucf --frames 8 --short-side 128
+      vtl train   runs/ucf --backbone efficientnet_lite0 --strategy linear
+      vtl evaluate runs/ucf
+    Or all of them from one file: vtl run configs/demo_folder.yaml. New here? vtl demo.
+    """
+    ctx.obj = {"debug": debug}
+    set_quiet(quiet)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@cli.command(short_help="1. Index a dataset: probe files, split, write the manifest")
+@WORKSPACE
+@click.option("--format", "fmt", default="folder", show_default=True,
+              help="Dataset layout: folder, ucf101, hmdb51, kinetics, ssv2 (see docs/data.md).")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Folder holding the dataset's files.")
+@click.option("--splits", type=click.Path(path_type=Path), default=None,
+              help="Official split files (UCF101/HMDB51 folder, Kinetics CSV, SSv2 folder).")
+@click.option("--fold", default=1, show_default=True, help="Official split number (UCF101/HMDB51: 1-3).")
+@click.option("--val-fraction", default=0.15, show_default=True, help="Share of each class for validation.")
+@click.option("--test-fraction", default=0.15, show_default=True,
+              help="Share of each class for test (formats without an official test split).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the stratified split.")
+@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Probe processes.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds allowed to probe one file.")
+def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: int, val_fraction: float,
+            test_fraction: float, seed: int, workers: int, timeout: float) -> None:
+    """1. Index a dataset: probe files, split, write the manifest.
+
+    Writes WORKSPACE/manifest.csv, classes.txt and quarantine.csv (files that
+    cannot be used, and why). Example:
+
+    \b
+      vtl prepare runs/clips --format folder --root ~/data/my_clips
+      vtl prepare runs/ucf --format ucf101 --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist --fold 1
+    """
+    from pipeline.stages.prepare import PrepareConfig, format_summary, run_prepare
+    from pipeline.workspace import Workspace
+
+    cfg = PrepareConfig(format=fmt, root=root, splits=splits, fold=fold, val_fraction=val_fraction,
+                        test_fraction=test_fraction, seed=seed, workers=workers, timeout=timeout)
+    summary = run_prepare(Workspace(workspace), cfg)
+    click.echo(f"prepared {workspace}: {format_summary(summary)}")
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+@cli.command(short_help="2. Decode each video once and cache its sampled clips")
+@WORKSPACE
+@click.option("--frames", default=8, show_default=True, help="Frames per clip.")
+@click.option("--sampling", default="uniform", show_default=True,
+              help="uniform (TSN segments), random (contiguous at --stride) or dense (all clips).")
+@click.option("--stride", default=2, show_default=True, help="Frame step of random/dense clips.")
+@click.option("--short-side", default=128, show_default=True, help="Resize so the short side is this many pixels.")
+@click.option("--clips-per-video", default=1, show_default=True,
+              help="Views per video: random draws for train, test views for val/test.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Decode processes.")
+@click.option("--force", is_flag=True, help="Resample everything for these settings.")
+def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side: int, clips_per_video: int,
+           seed: int, workers: int, force: bool) -> None:
+    """2. Decode each video once and cache its sampled clips (uint8).
+
+    A re-run samples only the videos not cached yet. Example:
+
+    \b
+      vtl sample runs/ucf --frames 16 --sampling uniform --short-side 128 --clips-per-video 3
+    """
+    from pipeline.data.sampling import SamplingConfig
+    from pipeline.stages.sample import run_sample
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(workspace)
+    ws.require_prepared()
+    if ws.media == "image":
+        frames, clips_per_video = 1, 1
+    cfg = SamplingConfig(sampling=sampling, frames=frames, stride=stride, short_side=short_side,
+                         clips_per_video=clips_per_video, seed=seed)
+    r = run_sample(ws, cfg, workers=workers, force=force)
+    click.echo(f"sampled {r['videos']} videos into {r['path']} ({r['bytes'] / 2**20:.1f} MiB)"
+               + (f"; {r['failed']} failed, see quarantine.csv" if r["failed"] else ""))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@cli.command(short_help="3. Adapt a pretrained backbone (or train from scratch)")
+@WORKSPACE
+@click.option("--backbone", required=True, help="A name from `vtl backbones`.")
+@click.option("--strategy", required=True, help="scratch, linear (frozen backbone), partial, finetune.")
+@click.option("--weights", default=None,
+              help="Weight tag (e.g. imagenet1k, kinetics400), 'none', or a checkpoint path. "
+                   "Default: the backbone's first tag (none for scratch).")
+@click.option("--freeze-to", default=None, help="partial: last frozen stage (e.g. layer2).")
+@click.option("--temporal", default="avg", show_default=True,
+              help="How a frame backbone pools over time: avg, max, conv, attention.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="Head learning rate (peak of the one-cycle schedule).")
+@click.option("--backbone-lr-mult", default=0.1, show_default=True, help="Backbone LR = head LR × this.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--weight-decay", default=1e-4, show_default=True)
+@click.option("--label-smoothing", default=0.0, show_default=True)
+@click.option("--dropout", default=0.0, show_default=True)
+@click.option("--fraction", default=1.0, show_default=True, help="Train on this stratified share of the train split.")
+@click.option("--input-size", default=None, type=int, help="Crop size fed to the network (default: backbone's).")
+@click.option("--augment", default="standard", show_default=True,
+              help="standard (crop+flip), crop (no flip: when left/right matters), none.")
+@click.option("--sampling", default=None, help="Clip-cache key (default: the latest `vtl sample`).")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--name", default=None, help="Run name (default: <backbone>-<strategy>).")
+@click.option("--restart", is_flag=True, help="Ignore last.pt and train from the start.")
+def train(workspace: Path, restart: bool, **options) -> None:
+    """3. Adapt a pretrained backbone to the workspace's classes.
+
+    Writes WORKSPACE/train/RUN/{best.pt,last.pt,metrics.jsonl,config.yaml};
+    re-running resumes from last.pt. Example:
+
+    \b
+      vtl train runs/ucf --backbone efficientnet_lite0 --strategy linear
+      vtl train runs/ucf --backbone r3d_18 --strategy finetune --weights kinetics400 --epochs 20
+    """
+    from pipeline.stages.train import TrainConfig, run_train
+    from pipeline.workspace import Workspace
+
+    cfg = TrainConfig(**options)
+    r = run_train(Workspace(workspace), cfg, restart=restart)
+    click.echo(f"trained {r['run_dir']}: best val top-1 {r['best_val_top1']:.3f} after {r['epochs']} epochs "
+               f"({r['train_seconds']:.0f} s)")
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@cli.command(short_help="4. Score a run: top-1/5, mean class accuracy, confusion matrix")
+@WORKSPACE
+@click.option("--run", default=None, help="Run name under WORKSPACE/train (default: the latest).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--batch-size", default=16, show_default=True)
+def evaluate(workspace: Path, run: str | None, split: str, batch_size: int) -> None:
+    """4. Score a trained run: top-1/top-5, mean class accuracy, confusion matrix.
+
+    Writes WORKSPACE/eval/RUN/{metrics.json,per_class.csv,predictions.csv,confusion.png}.
+    Example:
+
+    \b
+      vtl evaluate runs/ucf --run efficientnet_lite0-linear
+    """
+    from pipeline.stages.evaluate import run_evaluate
+    from pipeline.workspace import Workspace
+
+    m = run_evaluate(Workspace(workspace), run, split, batch_size)
+    click.echo(json.dumps({k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "video_top1",
+                                             "num_samples", "eval_dir")}))
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--topk", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
+def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool) -> None:
+    """Classify videos or images with a trained checkpoint (top-k with probabilities).
+
+    Decodes and samples each input exactly as evaluation does. Example:
+
+    \b
+      vtl predict runs/ucf/train/r3d_18-finetune/best.pt clip.mp4 --topk 3
+    """
+    from pipeline.stages.predict import run_predict
+
+    for result in run_predict(checkpoint, list(inputs), topk):
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(result["input"])
+            for p in result["top"]:
+                click.echo(f"  {p['probability']:.3f}  {p['class']}")
+
+
+# ----------------------------------------------------------------------------- catalogues
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["video", "frame", "image"]), default=None,
+              help="Only this kind (image = frame backbones, which also classify images).")
+def backbones(kind: str | None) -> None:
+    """List the registered backbones, their weight tags and which are on this machine.
+
+    Example: vtl backbones --kind video
+    """
+    from pipeline.models.registry import list_specs
+    from pipeline.models.weights import local_path
+
+    specs = list_specs("frame" if kind == "image" else kind)
+    click.echo(f"{'name':<22}{'kind':<7}{'dim':>6}  {'clip':>4}  {'size':>4}  weights (* = on this machine)")
+    for s in specs:
+        tags = ", ".join(t + ("*" if local_path(w) else "") for t, w in s.weights.items()) or "-"
+        click.echo(f"{s.name:<22}{s.kind:<7}{s.feature_dim:>6}  {s.clip_len:>4}  {s.input_size:>4}  {tags}")
+
+
+@cli.group()
+def weights() -> None:
+    """Pretrained weights: list, fetch (needs internet), import a downloaded file."""
+
+
+@weights.command("list")
+def weights_list() -> None:
+    """Every weight tag, its source dataset and where it is (or should be) on disk."""
+    from pipeline.models.registry import list_specs
+    from pipeline.models.weights import cache_path, local_path
+
+    for s in list_specs():
+        for tag, w in s.weights.items():
+            here = local_path(w)
+            where = str(here) if here else f"missing (expected at {cache_path(w)})"
+            click.echo(f"{s.name}:{tag}\t{w.source}\t{where}")
+
+
+@weights.command("fetch")
+@click.argument("name_tag")
+def weights_fetch(name_tag: str) -> None:
+    """Download NAME[:TAG] into the torch hub cache (checks the hash where published)."""
+    from pipeline.models.weights import fetch
+
+    click.echo(str(fetch(name_tag)))
+
+
+@weights.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--backbone", required=True)
+@click.option("--tag", required=True)
+def weights_import(file: Path, backbone: str, tag: str) -> None:
+    """Copy a weights FILE you downloaded to where vtl looks for BACKBONE:TAG."""
+    from pipeline.models.weights import import_file
+
+    click.echo(str(import_file(file, backbone, tag)))
+
+
+# ----------------------------------------------------------------------------- run, demo
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+def run_config(config: Path) -> None:
+    """Run the stages in order from one YAML file (see configs/).
+
+    Example: vtl run configs/demo_folder.yaml
+    """
+    from pipeline.config import run_file
+
+    run_file(config)
+
+
+@cli.command()
+@click.option("--out", default=Path("demo_out"), show_default=True, type=click.Path(path_type=Path),
+              help="Folder for the synthetic data, workspaces and report.")
+def demo(out: Path) -> None:
+    """The embedded default: transfer vs scratch on synthetic videos, no download.
+
+    Generates a synthetic source and target action dataset, compares scratch,
+    ImageNet efficientnet_lite0 (linear probe and fine-tune) and a video
+    backbone pretrained on the source, and writes report.md + summary.json.
+    """
+    from pipeline.stages.demo import run_demo
+
+    report = run_demo(out)
+    click.echo(f"report: {report}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="vtl", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        echo("aborted")
+        sys.exit(130)
+    except click.UsageError as e:
+        if debug:
+            raise
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

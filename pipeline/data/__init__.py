@@ -1,0 +1,1 @@
+"""Data: dataset formats, decoders, samplers, caches, datasets and transforms."""

@@ -1,0 +1,93 @@
+"""Clip cache and feature cache.
+
+Clip cache (``clips/<sampling key>/``): one ``<video id>.npy`` per video holding
+a uint8 array ``(views, T, H, W, 3)``. Each file is written to a temp name and
+renamed, so a file under its final name is always complete: "resume" is simply
+"sample what has no file yet". Reads are memory-mapped.
+
+Feature cache (``features/<backbone>@<weights>@<sampling key>/``): per split,
+``<split>.npy`` (float32, all views of all videos stacked), ``<split>.offsets.npy``
+(view ranges per video) and ``<split>.ids.json``; written atomically per split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.workspace import write_json
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ClipCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def init(self, params: dict) -> None:
+        """Record the sampling parameters; refuse to mix two samplings in one folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        existing = self.params()
+        if existing and existing.get("sampling") != params:
+            raise UserError(f"clip cache {self.root} holds another sampling; use --force to resample")
+        if not existing:
+            write_json(self.root / "params.json", {"vtl_version": __version__, "sampling": params})
+
+    def params(self) -> dict:
+        p = self.root / "params.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def path(self, video_id: str) -> Path:
+        return self.root / f"{video_id}.npy"
+
+    def has(self, video_id: str) -> bool:
+        return self.path(video_id).is_file()
+
+    def write(self, video_id: str, clips: np.ndarray) -> None:
+        if clips.dtype != np.uint8 or clips.ndim != 5:
+            raise ValueError(f"clips must be uint8 (V, T, H, W, C), got {clips.dtype} {clips.shape}")
+        save_npy_atomic(self.path(video_id), clips)
+
+    def read(self, video_id: str) -> np.ndarray:
+        """Memory-mapped ``(views, T, H, W, 3)`` uint8."""
+        return np.load(self.path(video_id), mmap_mode="r")
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob("*.npy"))
+
+
+class FeatureCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def has(self, split: str) -> bool:
+        return (self.root / f"{split}.ids.json").is_file()
+
+    def write(self, split: str, ids: list[str], features: np.ndarray, offsets: np.ndarray) -> None:
+        # The ids file is renamed in last: it marks the split as complete.
+        save_npy_atomic(self.root / f"{split}.npy", features.astype(np.float32))
+        save_npy_atomic(self.root / f"{split}.offsets.npy", offsets.astype(np.int64))
+        write_json(self.root / f"{split}.ids.json", ids)
+
+    def read(self, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        ids = json.loads((self.root / f"{split}.ids.json").read_text())
+        feats = np.load(self.root / f"{split}.npy")
+        offsets = np.load(self.root / f"{split}.offsets.npy")
+        return ids, feats, offsets

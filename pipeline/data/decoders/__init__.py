@@ -1,0 +1,58 @@
+"""Video decoders behind one interface (``Decoder``), one module per backend.
+
+``probe`` and ``read`` try the preferred backend (decord by default) and fall
+back to PyAV, so a file decord cannot handle is retried before it is
+quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.decoders.base import DecodeError, Decoder, VideoInfo, resized_size
+from pipeline.data.decoders.decord_backend import DecordDecoder
+from pipeline.data.decoders.pyav_backend import PyAVDecoder
+from pipeline.errors import UserError
+
+__all__ = ["DecodeError", "Decoder", "VideoInfo", "BACKENDS", "get_decoder", "probe", "read", "resized_size"]
+
+BACKENDS = {"decord": DecordDecoder, "pyav": PyAVDecoder}
+
+
+def get_decoder(name: str, num_threads: int = 1) -> Decoder:
+    if name not in BACKENDS:
+        raise UserError(f"unknown decoder {name!r}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name](num_threads=num_threads)
+
+
+def _chain(backend: str) -> list[str]:
+    return [backend] + [b for b in ("decord", "pyav") if b != backend]
+
+
+def probe(path: Path, backend: str = "decord") -> tuple[VideoInfo, str]:
+    """Probe with ``backend`` then the others; returns the info and the backend that worked."""
+    errors = []
+    for name in _chain(backend):
+        try:
+            return get_decoder(name).probe(path), name
+        except DecodeError as e:
+            errors.append(str(e))
+    raise DecodeError("; ".join(errors))
+
+
+def read(path: Path, indices: Sequence[int], size: tuple[int, int] | None = None,
+         backend: str = "decord") -> np.ndarray:
+    """Frames at ``indices`` as uint8 (T, H, W, 3), trying ``backend`` first."""
+    errors = []
+    for name in _chain(backend):
+        try:
+            frames = get_decoder(name).read(path, indices, size)
+            if size is not None and frames.shape[1:3] != tuple(size):
+                raise DecodeError(f"{name}: got {frames.shape[1:3]} instead of {size}")
+            return frames
+        except DecodeError as e:
+            errors.append(str(e))
+    raise DecodeError("; ".join(errors))

@@ -1,0 +1,157 @@
+"""UCF101 with its official ``ucfTrainTestlist`` splits.
+
+``--splits`` is the ``ucfTrainTestlist`` folder: ``classInd.txt`` (``<index> <name>``),
+``trainlist0<k>.txt`` (``<Class>/<file>.avi <index>``) and ``testlist0<k>.txt``
+(``<Class>/<file>.avi``) for folds k = 1..3. UCF101 has no val split; the prepare
+stage carves one from train.
+
+The official lists disagree with the archive in letter case (``HandstandPushups`` in
+the lists, ``v_HandStandPushups_*`` on disk), so paths are matched case-insensitively
+against one scan of the root; labels keep the ``classInd.txt`` spelling.
+
+The public helpers below (root/fold checks, list-file lines, split-folder lookup,
+the video walk) are shared by the hmdb51, kinetics and ssv2 readers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from pipeline.data.formats.base import VIDEO_EXTENSIONS, FormatResult, Row
+from pipeline.errors import UserError
+
+SPLITS_DIR = "ucfTrainTestlist"
+FOLDS = (1, 2, 3)
+MISSING = "listed in split file but missing on disk"
+
+
+def read_list_lines(file: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line number, whitespace-separated fields)`` of a text list file.
+
+    Tolerates a BOM, CRLF and blank lines; undecodable bytes are a :class:`UserError`.
+    """
+    if not file.is_file():
+        raise UserError(f"split file {file} does not exist")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{file}: not a UTF-8 text file ({err.reason} at byte {err.start})") from err
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            yield lineno, fields
+
+
+def find_splits_dir(root: Path, splits: Path | None, name: str, marker: str) -> Path:
+    """The split folder: ``splits`` if given, else ``root/<name>`` or ``root/../<name>``.
+
+    ``marker`` is a glob that a split folder matches (``classInd.txt``). A folder that
+    holds ``<name>/`` is accepted too, since the archive unpacks to ``<name>/`` and
+    users often point at its parent.
+    """
+    candidates = [splits, splits / name] if splits is not None else [root / name, root.parent / name]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob(marker)):
+            return folder
+    if splits is not None:
+        raise UserError(f"--splits {splits} has no {marker} (expected the {name} folder)")
+    raise UserError(f"no {name} folder found in or beside {root}; pass --splits <{name} folder>")
+
+
+def require_root(root: Path) -> None:
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist or is not a folder")
+
+
+def walk_videos(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` with a video extension, in a stable order.
+
+    Symlinked folders are followed (datasets are often assembled from links) but
+    each real folder is walked once, so a link loop cannot hang the reader.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                yield Path(dirpath) / name
+
+
+def require_fold(fold: int) -> None:
+    if fold not in FOLDS:
+        raise UserError(f"--fold must be 1, 2 or 3 (got {fold})")
+
+
+def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
+    """Rows of fold ``fold``: ``trainlist0<fold>`` → train, ``testlist0<fold>`` → test."""
+    root = Path(root)
+    require_root(root)
+    require_fold(fold)
+    folder = find_splits_dir(root, Path(splits) if splits else None, SPLITS_DIR, "classInd.txt")
+    classes = _read_class_index(folder / "classInd.txt")
+    tree = _CaseInsensitiveTree(root)
+    result = FormatResult()
+    for split, list_name in (("train", f"trainlist0{fold}.txt"), ("test", f"testlist0{fold}.txt")):
+        for rel, label in _read_split_list(folder / list_name, classes, labelled=split == "train"):
+            path = tree.find(rel)
+            if path is None:
+                result.quarantined.append((str(root / rel), MISSING))
+            else:
+                result.rows.append(Row(path=path, label=label, split=split))
+    return result
+
+
+def _read_class_index(file: Path) -> dict[int, str]:
+    classes: dict[int, str] = {}
+    for lineno, fields in read_list_lines(file):
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise UserError(f"{file}:{lineno}: expected '<index> <class name>', got {' '.join(fields)!r}")
+        classes[int(fields[0])] = fields[1]
+    if not classes:
+        raise UserError(f"{file}: no classes listed")
+    return classes
+
+
+def _read_split_list(file: Path, classes: dict[int, str], labelled: bool) -> Iterator[tuple[str, str]]:
+    """Yield ``(relative path, label)``. Test lists carry no index, so their label
+    comes from the class folder of the path, matched case-insensitively."""
+    by_name = {name.casefold(): name for name in classes.values()}
+    expected = "'<path> <label index>'" if labelled else "'<path>'"
+    for lineno, fields in read_list_lines(file):
+        # Test lines may carry an index too (some re-distributions add it); accept it.
+        if len(fields) > 2 or (labelled and len(fields) != 2):
+            raise UserError(f"{file}:{lineno}: expected {expected}, got {' '.join(fields)!r}")
+        rel = fields[0].replace("\\", "/")
+        if len(fields) == 2:
+            if not fields[1].isdigit() or int(fields[1]) not in classes:
+                raise UserError(f"{file}:{lineno}: label index {fields[1]!r} is not in classInd.txt")
+            yield rel, classes[int(fields[1])]
+            continue
+        class_name = PurePosixPath(rel).parts[0] if "/" in rel else ""
+        if class_name.casefold() not in by_name:
+            raise UserError(f"{file}:{lineno}: class folder of {rel!r} is not in classInd.txt")
+        yield rel, by_name[class_name.casefold()]
+
+
+class _CaseInsensitiveTree:
+    """One walk of ``root``: video files keyed by lower-cased relative path, and by
+    lower-cased stem as a fallback for flat or re-encoded (``.mp4``) copies:
+    UCF101 file names are unique across classes, so the stem alone is unambiguous."""
+
+    def __init__(self, root: Path) -> None:
+        self.by_rel: dict[str, Path] = {}
+        self.by_stem: dict[str, Path] = {}
+        for path in walk_videos(root):
+            self.by_rel.setdefault(path.relative_to(root).as_posix().casefold(), path)
+            self.by_stem.setdefault(path.stem.casefold(), path)
+
+    def find(self, rel: str) -> Path | None:
+        hit = self.by_rel.get(rel.casefold())
+        return hit if hit is not None else self.by_stem.get(PurePosixPath(rel).stem.casefold())

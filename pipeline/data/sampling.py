@@ -1,0 +1,132 @@
+"""Frame-index samplers: which frames of a video make a clip.
+
+All samplers are pure functions of (number of frames, parameters, rng), so
+their arithmetic is tested exactly and fuzzed. Rules for short videos (fewer
+frames than the clip needs) are part of the contract, documented in
+``docs/data.md``:
+
+* ``uniform`` (TSN segments): the video is cut into N equal segments and one
+  frame is taken per segment — a random offset inside the segment when
+  training, the centre (or evenly spread offsets, one per test view) when
+  evaluating. A video shorter than N frames repeats frames (segments shorter
+  than one frame map onto the same frame), so the clip is a slowed-down copy.
+* ``random``: a contiguous clip of N frames every ``stride`` frames; a random
+  start when training, evenly spread starts for test views. A video shorter
+  than the clip's span *loops* back to its first frame.
+* ``dense``: every clip of the ``random`` shape, starting every ``step``
+  frames (default: one clip span), covering the whole video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+SAMPLINGS = ("uniform", "random", "dense")
+
+
+def uniform_indices(num_frames: int, n: int, *, train: bool, rng: np.random.Generator | None = None,
+                    view: int = 0, num_views: int = 1) -> list[int]:
+    """TSN segment sampling: one frame per each of ``n`` equal segments."""
+    _check(num_frames, n)
+    seg = num_frames / n
+    if train:
+        rng = rng or np.random.default_rng()
+        offsets = rng.uniform(0.0, seg, size=n)
+    else:
+        offsets = np.full(n, seg * (view + 0.5) / num_views)
+    idx = np.floor(np.arange(n) * seg + offsets).astype(int)
+    return np.clip(idx, 0, num_frames - 1).tolist()
+
+
+def clip_span(n: int, stride: int) -> int:
+    return (n - 1) * stride + 1
+
+
+def contiguous_indices(num_frames: int, n: int, stride: int, start: int) -> list[int]:
+    """``n`` frames from ``start`` every ``stride`` frames, looping past the end."""
+    _check(num_frames, n)
+    return [(start + i * stride) % num_frames for i in range(n)]
+
+
+def random_indices(num_frames: int, n: int, stride: int, *, train: bool,
+                   rng: np.random.Generator | None = None, view: int = 0, num_views: int = 1) -> list[int]:
+    """A contiguous clip at ``stride``: random start in training, evenly spread starts for views."""
+    _check(num_frames, n)
+    room = max(0, num_frames - clip_span(n, stride))
+    if train:
+        rng = rng or np.random.default_rng()
+        start = int(rng.integers(0, room + 1))
+    elif num_views == 1:
+        start = room // 2
+    else:
+        start = int(round(view * room / (num_views - 1)))
+    return contiguous_indices(num_frames, n, stride, start)
+
+
+def dense_indices(num_frames: int, n: int, stride: int, step: int | None = None) -> list[list[int]]:
+    """Every contiguous clip starting every ``step`` frames (default: one clip span)."""
+    _check(num_frames, n)
+    span = clip_span(n, stride)
+    step = step or span
+    if step <= 0:
+        raise UserError(f"dense step must be positive, got {step}")
+    last_start = max(0, num_frames - span)
+    return [contiguous_indices(num_frames, n, stride, s) for s in range(0, last_start + 1, step)]
+
+
+def _check(num_frames: int, n: int) -> None:
+    if num_frames <= 0:
+        raise ValueError("a video with no frames cannot be sampled")
+    if n <= 0:
+        raise UserError(f"--frames must be positive, got {n}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How a workspace's clips were sampled; part of the clip-cache key."""
+
+    sampling: str = "uniform"
+    frames: int = 8
+    stride: int = 1
+    short_side: int = 128
+    clips_per_video: int = 1  # views per video: random draws for train, test views otherwise
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise UserError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+        for name in ("frames", "stride", "short_side", "clips_per_video"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+    @property
+    def key(self) -> str:
+        """Readable, unique folder name for this sampling."""
+        return (f"{self.sampling}-t{self.frames}-s{self.stride}-ss{self.short_side}"
+                f"-v{self.clips_per_video}-seed{self.seed}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def views(self, num_frames: int, *, train: bool, video_id: str) -> list[list[int]]:
+        """All clips (lists of frame indices) to cache for one video."""
+        rng = np.random.default_rng(_seed_for(self.seed, video_id))
+        v = self.clips_per_video
+        if self.sampling == "uniform":
+            return [uniform_indices(num_frames, self.frames, train=train, rng=rng, view=k, num_views=v)
+                    for k in range(v)]
+        if self.sampling == "random":
+            return [random_indices(num_frames, self.frames, self.stride, train=train, rng=rng, view=k,
+                                   num_views=v) for k in range(v)]
+        return dense_indices(num_frames, self.frames, self.stride)
+
+
+def _seed_for(seed: int, video_id: str) -> int:
+    """A per-video seed that does not depend on processing order or worker count."""
+    digest = hashlib.blake2b(f"{seed}:{video_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")

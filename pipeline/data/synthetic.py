@@ -1,0 +1,156 @@
+"""Synthetic action videos, written as real video files with PyAV.
+
+Used by ``vtl demo`` (the embedded default, no download) and by the tests.
+A clip shows one object moving over a background; its class is defined by the
+*motion* (and, in the target domain, also by the object's shape), so a model
+must look at time as well as appearance.
+
+Two domains make a transfer problem:
+
+* **source**: solid bright objects of any shape on a plain dark background;
+  the label is the motion only (6 motions).
+* **target**: striped objects in other hues on textured, cluttered
+  backgrounds; each class is one motion done (mostly) by one shape.
+
+``shuffle_labels=True`` writes a source whose labels are random: pretraining
+on it teaches nothing useful, the demo's example of a source that transfers
+badly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MOTIONS = ("right", "left", "up", "down", "grow", "shrink")
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+@dataclass(frozen=True)
+class TargetClass:
+    name: str
+    motion: str
+    shape: str
+
+
+TARGET_CLASSES = (
+    TargetClass("slide_right", "right", "circle"),
+    TargetClass("slide_left", "left", "square"),
+    TargetClass("rise", "up", "triangle"),
+    TargetClass("fall", "down", "cross"),
+    TargetClass("inflate", "grow", "circle"),
+)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 16, codec: str = "libx264",
+                **options: str) -> None:
+    """Write uint8 ``(T, H, W, 3)`` frames to ``path`` (even H and W for yuv420p codecs)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "rgb24" if codec in ("libx264rgb", "ffv1", "png") else "yuv420p"
+        if options:
+            stream.options = dict(options)
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _mask(shape: str, size: int, cy: float, cx: float, r: float, angle: float = 0.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    if shape == "circle":
+        return dy**2 + dx**2 <= r**2
+    if shape == "square":
+        return (np.abs(dy) <= r * 0.85) & (np.abs(dx) <= r * 0.85)
+    if shape == "triangle":
+        return (dy <= r * 0.7) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+    # cross
+    return ((np.abs(dy) <= r * 0.3) & (np.abs(dx) <= r)) | ((np.abs(dx) <= r * 0.3) & (np.abs(dy) <= r))
+
+
+def _trajectory(motion: str, t: np.ndarray, size: int, rng: np.random.Generator):
+    """Centre (y, x) and radius over normalised time t in [0, 1]."""
+    r0 = size * rng.uniform(0.12, 0.17)
+    travel = size * rng.uniform(0.45, 0.6)
+    lo, hi = size * 0.25, size * 0.75
+    cy, cx = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    y, x, r = np.full_like(t, cy), np.full_like(t, cx), np.full_like(t, r0)
+    if motion in ("right", "left"):
+        x = size / 2 + (t - 0.5) * travel * (1 if motion == "right" else -1)
+    elif motion in ("up", "down"):
+        y = size / 2 + (t - 0.5) * travel * (-1 if motion == "up" else 1)
+    elif motion == "grow":
+        r = r0 * (0.5 + 1.3 * t)
+    elif motion == "shrink":
+        r = r0 * (1.8 - 1.3 * t)
+    return y, x, r
+
+
+def _background(domain: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    if domain == "source":
+        base = rng.uniform(0, 40, size=3)
+        return np.broadcast_to(base, (size, size, 3)).astype(np.float32).copy()
+    # target: a random stripe/checker texture in muted colours
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    period = rng.uniform(6, 14)
+    theta = rng.uniform(0, np.pi)
+    wave = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
+    c1, c2 = rng.uniform(60, 150, size=3), rng.uniform(60, 150, size=3)
+    return (c1 + (c2 - c1) * (wave[..., None] > 0)).astype(np.float32)
+
+
+def make_clip(motion: str, shape: str, domain: str, rng: np.random.Generator, *, size: int = 64,
+              frames: int = 16) -> np.ndarray:
+    """One clip as uint8 ``(frames, size, size, 3)``."""
+    t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
+    ys, xs, rs = _trajectory(motion, t, size, rng)
+    bg = _background(domain, size, rng)
+    if domain == "source":
+        colour = rng.uniform(150, 255, size=3)
+        fill = np.broadcast_to(colour, (size, size, 3))
+    else:
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        stripes = (np.sin((xx + yy) * 2 * np.pi / rng.uniform(4, 7)) > 0)[..., None]
+        c1, c2 = rng.uniform(0, 255, size=3), rng.uniform(0, 255, size=3)
+        fill = np.where(stripes, c1, c2)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i in range(frames):
+        m = _mask(shape, size, ys[i], xs[i], rs[i])[..., None]
+        img = np.where(m, fill, bg) + rng.normal(0, 6, size=(size, size, 3))
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def make_source_dataset(root: Path, clips_per_class: int, *, seed: int = 0, size: int = 64, frames: int = 16,
+                        motions: Sequence[str] = MOTIONS, shuffle_labels: bool = False) -> Path:
+    """``root/<motion>/<n>.mp4``: label = motion, any shape. Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    for motion in motions:
+        for n in range(clips_per_class):
+            shape = SHAPES[rng.integers(len(SHAPES))]
+            clip = make_clip(motion, shape, "source", rng, size=size, frames=frames)
+            label = motions[rng.integers(len(motions))] if shuffle_labels else motion
+            write_video(root / label / f"{motion}_{n:03d}.mp4", clip)
+    return root
+
+
+def make_target_dataset(root: Path, clips_per_class: int, *, seed: int = 1, size: int = 64, frames: int = 16,
+                        classes: Sequence[TargetClass] = TARGET_CLASSES, shape_consistency: float = 0.8) -> Path:
+    """``root/<class>/<n>.mp4``: the class's motion, done by its shape with probability
+    ``shape_consistency`` (else by another shape, so appearance alone is not enough)."""
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        for n in range(clips_per_class):
+            shape = cls.shape if rng.random() < shape_consistency else SHAPES[rng.integers(len(SHAPES))]
+            clip = make_clip(cls.motion, shape, "target", rng, size=size, frames=frames)
+            write_video(root / cls.name / f"{cls.name}_{n:03d}.mp4", clip)
+    return root

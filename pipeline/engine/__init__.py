@@ -1,0 +1,1 @@
+"""Training loop, evaluation and checkpoints (modelled on torchvision's references/video_classification)."""

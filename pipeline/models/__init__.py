@@ -1,0 +1,1 @@
+"""Model construction: backbones, heads and weight conversion for video classifiers."""

@@ -1,0 +1,74 @@
+"""Run a 2D frame network on every frame and pool the features over time.
+
+``avg`` is TSN's segmental consensus; ``max`` keeps the strongest evidence of
+any frame; ``conv`` (a residual 1D temporal convolution) and ``attention``
+(learned per-frame weights) are small learnable heads that can use frame
+order, which plain pooling cannot.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.registry import Backbone
+
+TEMPORAL_POOLINGS = ("avg", "max", "conv", "attention")
+
+
+class TemporalConv(nn.Module):
+    def __init__(self, dim: int, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=8 if dim % 8 == 0 else 1)
+        nn.init.zeros_(self.conv.weight)  # starts as plain average pooling
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, D)
+        y = x + torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return y.mean(dim=1)
+
+
+class TemporalAttention(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)  # uniform weights at start = average pooling
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.score(x), dim=1)  # (B, T, 1)
+        return (w * x).sum(dim=1)
+
+
+class FramePooling(Backbone):
+    """Wraps a frame network ``(N, C, H, W) -> (N, D)`` into a clip backbone."""
+
+    def __init__(self, frame_net: nn.Module, feature_dim: int, temporal: str = "avg"):
+        super().__init__()
+        if temporal not in TEMPORAL_POOLINGS:
+            raise ValueError(f"unknown temporal pooling {temporal!r}")
+        self.net = frame_net
+        self.feature_dim = feature_dim
+        self.temporal = temporal
+        self.pool: nn.Module | None = None
+        if temporal == "conv":
+            self.pool = TemporalConv(feature_dim)
+        elif temporal == "attention":
+            self.pool = TemporalAttention(feature_dim)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = clip.shape
+        frames = clip.transpose(1, 2).reshape(b * t, c, h, w)
+        feats = self.net(frames).reshape(b, t, -1)
+        if self.pool is not None:
+            return self.pool(feats)
+        return feats.amax(dim=1) if self.temporal == "max" else feats.mean(dim=1)
+
+    def stage_modules(self) -> dict[str, nn.Module]:
+        stages = dict(self.net.stage_modules())
+        if self.pool is not None:
+            stages["temporal"] = self.pool
+        return stages
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_weights(state)

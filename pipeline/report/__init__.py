@@ -1,0 +1,1 @@
+"""Tables, plots (matplotlib, Agg) and markdown reports."""

@@ -1,0 +1,67 @@
+"""Plots for reports (matplotlib with the Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, *, title: str = "") -> None:
+    """Row-normalised confusion matrix (recall on the diagonal) with counts in the cells."""
+    n = len(classes)
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_bars(labels: Sequence[str], values: Sequence[float], path: Path, *, title: str, ylabel: str,
+              reference: float | None = None, reference_label: str = "") -> None:
+    """Horizontal bars, one per run; an optional dashed reference line (e.g. scratch)."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.5))
+    y = np.arange(len(labels))
+    ax.barh(y, values, color="#4C72B0")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.01, 0.93), i, f"{v:.2f}", va="center", fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="black", linestyle="--", linewidth=1, label=reference_label)
+        ax.legend(loc="lower right")
+    ax.set_xlabel(ylabel)
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,1 @@
+"""One module per stage: the orchestration behind each CLI command."""

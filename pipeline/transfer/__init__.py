@@ -1,0 +1,1 @@
+"""Transfer-learning helpers: scores that rank candidate source models without fine-tuning."""

@@ -1,0 +1,188 @@
+"""The workspace folder: the one place that knows its path names, and the
+atomic-write helpers every stage uses.
+
+Layout (``runs/<name>/``)::
+
+    workspace.json      vtl version, layout version, media kind, dataset format
+    manifest.csv        one row per usable file: path,label,split,num_frames,fps,width,height,...
+    classes.txt         one class name per line; line number = label index
+    quarantine.csv      path,reason of every file that could not be used
+    clips/<key>/        sampled uint8 clips, one .npy per video, + params.json
+    features/<key>/     cached backbone features for frozen strategies
+    train/<run>/        config.yaml, last.pt, best.pt, metrics.jsonl
+    eval/<run>/         metrics.json, per_class.csv, predictions.csv, confusion.png
+    benchmark/          results.csv, report.md, plots
+
+Everything is written to a hidden temp name in the same folder and renamed into
+place, so a killed stage never leaves a partial file under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline import WORKSPACE_FORMAT, __version__
+from pipeline.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temp file beside ``path``; rename it onto ``path`` only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]] | Sequence[dict]) -> None:
+    with atomic_write(path, newline="") as f:
+        if rows and isinstance(rows[0], dict):
+            writer = csv.DictWriter(f, fieldnames=list(header), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)  # type: ignore[arg-type]
+        else:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)  # type: ignore[arg-type]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+class Workspace:
+    """Paths of one workspace. Creating the object touches nothing on disk."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # -- files written by prepare ------------------------------------------------
+    @property
+    def info_path(self) -> Path:
+        return self.root / "workspace.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def classes_file(self) -> Path:
+        return self.root / "classes.txt"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.csv"
+
+    @property
+    def probe_cache(self) -> Path:
+        return self.root / ".probe_cache.jsonl"
+
+    # -- folders of later stages --------------------------------------------------
+    def clips_dir(self, key: str) -> Path:
+        return self.root / "clips" / key
+
+    def features_dir(self, key: str) -> Path:
+        return self.root / "features" / key
+
+    def train_dir(self, run: str) -> Path:
+        return self.root / "train" / run
+
+    def eval_dir(self, run: str) -> Path:
+        return self.root / "eval" / run
+
+    @property
+    def benchmark_dir(self) -> Path:
+        return self.root / "benchmark"
+
+    # -- reading --------------------------------------------------------------------
+    def require_prepared(self) -> None:
+        if not self.manifest.is_file() or not self.classes_file.is_file():
+            raise UserError(f"{self.root} is not a prepared workspace (run `vtl prepare {self.root} ...` first)")
+        info = self.info()
+        if info.get("layout") != WORKSPACE_FORMAT:
+            raise UserError(
+                f"{self.root} was written by vtl {info.get('vtl_version', '?')} with workspace layout "
+                f"{info.get('layout', '?')}; this vtl {__version__} reads layout {WORKSPACE_FORMAT}: "
+                "re-run `vtl prepare` into a new workspace"
+            )
+
+    def info(self) -> dict[str, Any]:
+        if not self.info_path.is_file():
+            return {}
+        try:
+            return json.loads(self.info_path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{self.info_path} is not valid JSON ({e})") from None
+
+    def write_info(self, **fields: Any) -> None:
+        info = {"vtl_version": __version__, "layout": WORKSPACE_FORMAT, **fields}
+        write_json(self.info_path, info)
+
+    def update_info(self, **fields: Any) -> None:
+        write_json(self.info_path, {**self.info(), **fields})
+
+    @property
+    def media(self) -> str:
+        """``video`` or ``image``."""
+        return str(self.info().get("media", "video"))
+
+    def classes(self) -> list[str]:
+        self.require_prepared()
+        return [c for c in self.classes_file.read_text(encoding="utf-8").splitlines() if c]
+
+    def manifest_rows(self, split: str | None = None) -> list[dict[str, str]]:
+        self.require_prepared()
+        rows = read_csv(self.manifest)
+        return [r for r in rows if split is None or r["split"] == split]
+
+    # -- locking ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, stage: str) -> Iterator[None]:
+        """Hold an exclusive lock on the workspace while a stage writes to it.
+
+        A second stage on the same workspace fails at once with the holder's PID
+        rather than interleaving writes.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        f = open(path, "a+")  # noqa: SIM115 - held for the stage's lifetime
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise UserError(f"workspace {self.root} is busy: {holder} is writing to it") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"`vtl {stage}` (pid {os.getpid()})")
+            f.flush()
+            yield
+        finally:
+            f.close()
