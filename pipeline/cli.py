@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -97,7 +98,8 @@ def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: in
 @click.option("--sampling", default="uniform", show_default=True,
               help="uniform (TSN segments), random (contiguous at --stride) or dense (all clips).")
 @click.option("--stride", default=2, show_default=True, help="Frame step of random/dense clips.")
-@click.option("--short-side", default=128, show_default=True, help="Resize so the short side is this many pixels.")
+@click.option("--short-side", default=128, show_default=True,
+              help="Resize so the short side is this many pixels (images: 256 unless given).")
 @click.option("--clips-per-video", default=1, show_default=True,
               help="Views per video: random draws for train, test views for val/test.")
 @click.option("--seed", default=0, show_default=True)
@@ -112,16 +114,17 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
     \b
       vtl sample runs/ucf --frames 16 --sampling uniform --short-side 128 --clips-per-video 3
     """
-    from pipeline.data.sampling import SamplingConfig
-    from pipeline.stages.sample import run_sample
+    from pipeline.stages.sample import run_sample, sampling_for
     from pipeline.workspace import Workspace
 
     ws = Workspace(workspace)
     ws.require_prepared()
-    if ws.media == "image":
-        frames, clips_per_video = 1, 1
-    cfg = SamplingConfig(sampling=sampling, frames=frames, stride=stride, short_side=short_side,
-                         clips_per_video=clips_per_video, seed=seed)
+    options = {"frames": frames, "sampling": sampling, "stride": stride, "short_side": short_side,
+               "clips_per_video": clips_per_video, "seed": seed}
+    ctx = click.get_current_context()
+    given = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    cfg = sampling_for(ws, given, defaults=options)
     r = run_sample(ws, cfg, workers=workers, force=force)
     click.echo(f"sampled {r['videos']} videos into {r['path']} ({r['bytes'] / 2**20:.1f} MiB)"
                + (f"; {r['failed']} failed, see quarantine.csv" if r["failed"] else ""))
@@ -198,6 +201,23 @@ def evaluate(workspace: Path, run: str | None, split: str, batch_size: int) -> N
     m = run_evaluate(Workspace(workspace), run, split, batch_size)
     click.echo(json.dumps({k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "video_top1",
                                              "num_samples", "eval_dir")}))
+
+
+@cli.command(short_help="5. Compare every evaluated run of a workspace in report.md")
+@WORKSPACE
+def report(workspace: Path) -> None:
+    """5. Compare every evaluated run of a workspace: WORKSPACE/report.md.
+
+    A table of strategy, weights, top-1, mean class accuracy, training time and
+    gain over scratch, a bar chart, and links to each run's plots. Example:
+
+    \b
+      vtl report runs/dogs
+    """
+    from pipeline.report.runs import write_report
+    from pipeline.workspace import Workspace
+
+    click.echo(f"report: {write_report(Workspace(workspace))}")
 
 
 # ----------------------------------------------------------------------------- predict
@@ -318,6 +338,8 @@ def demo(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Third-party import-time noise (pytorchvideo, efficientnet-lite use torch.jit.script).
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="vtl", standalone_mode=False)

@@ -65,9 +65,10 @@ def _paths(section: dict[str, Any], keys: tuple[str, ...], base: Path) -> dict[s
 
 def run_file(path: Path) -> dict[str, Any]:
     from pipeline.data.sampling import SamplingConfig
+    from pipeline.report.runs import write_report
     from pipeline.stages.evaluate import run_evaluate
     from pipeline.stages.prepare import PrepareConfig, format_summary, run_prepare
-    from pipeline.stages.sample import run_sample
+    from pipeline.stages.sample import run_sample, sampling_for
     from pipeline.stages.train import TrainConfig, run_train
     from pipeline.workspace import Workspace
 
@@ -87,7 +88,8 @@ def run_file(path: Path) -> dict[str, Any]:
         section = dict(data["sample"] or {})
         workers = section.pop("workers", 2)
         check_keys(section, _fields(SamplingConfig), f"{path}: sample")
-        results["sample"] = run_sample(ws, _build(SamplingConfig, section, f"{path}: sample"), workers=workers)
+        cfg = _build(lambda **kw: sampling_for(ws, kw), section, f"{path}: sample")
+        results["sample"] = run_sample(ws, cfg, workers=workers)
     runs = data.get("train") or []
     runs = [runs] if isinstance(runs, dict) else runs
     names = []
@@ -102,6 +104,8 @@ def run_file(path: Path) -> dict[str, Any]:
         section = data["evaluate"] or {}
         check_keys(section, ("split", "batch_size"), f"{path}: evaluate")
         results["evaluate"] = [run_evaluate(ws, name, **section) for name in names]
+        results["report"] = write_report(ws)
+        echo(f"report: {results['report']}")
     return results
 
 

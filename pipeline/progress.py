@@ -46,3 +46,9 @@ def _not_rank0() -> bool:
 
 def iterate(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     yield from bar(iterable, desc=desc, total=total, unit=unit)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: shown even with ``--quiet`` (only rank 0 prints)."""
+    if not _not_rank0():
+        print(f"warning: {message}", file=sys.stderr, flush=True)

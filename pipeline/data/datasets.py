@@ -40,7 +40,7 @@ class ClipDataset(Dataset):
         clips = self.cache.read(self.ids[video])
         if view < 0:
             view = int(torch.randint(len(clips), ()).item())
-        return self.transform(np.asarray(clips[view])), self.labels[video], video
+        return self.transform(np.array(clips[view])), self.labels[video], video  # copy out of the mmap
 
 
 class FeatureDataset(Dataset):

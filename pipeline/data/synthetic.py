@@ -10,7 +10,8 @@ Two domains make a transfer problem:
 * **source**: solid bright objects of any shape on a plain dark background;
   the label is the motion only (6 motions).
 * **target**: striped objects in other hues on textured, cluttered
-  backgrounds; each class is one motion done (mostly) by one shape.
+  backgrounds; each class is one motion done (mostly) by one shape in one colour, so
+  appearance is a strong but imperfect cue and motion settles the rest.
 
 ``shuffle_labels=True`` writes a source whose labels are random: pretraining
 on it teaches nothing useful, the demo's example of a source that transfers
@@ -34,14 +35,15 @@ class TargetClass:
     name: str
     motion: str
     shape: str
+    hue: tuple[int, int, int]  # the class's usual colour (appearance cue)
 
 
 TARGET_CLASSES = (
-    TargetClass("slide_right", "right", "circle"),
-    TargetClass("slide_left", "left", "square"),
-    TargetClass("rise", "up", "triangle"),
-    TargetClass("fall", "down", "cross"),
-    TargetClass("inflate", "grow", "circle"),
+    TargetClass("slide_right", "right", "circle", (230, 60, 60)),
+    TargetClass("slide_left", "left", "square", (60, 200, 60)),
+    TargetClass("rise", "up", "triangle", (70, 90, 240)),
+    TargetClass("fall", "down", "cross", (240, 220, 40)),
+    TargetClass("inflate", "grow", "circle", (230, 60, 230)),
 )
 
 
@@ -79,7 +81,7 @@ def _mask(shape: str, size: int, cy: float, cx: float, r: float, angle: float = 
 
 def _trajectory(motion: str, t: np.ndarray, size: int, rng: np.random.Generator):
     """Centre (y, x) and radius over normalised time t in [0, 1]."""
-    r0 = size * rng.uniform(0.12, 0.17)
+    r0 = size * rng.uniform(0.14, 0.2)
     travel = size * rng.uniform(0.45, 0.6)
     lo, hi = size * 0.25, size * 0.75
     cy, cx = rng.uniform(lo, hi), rng.uniform(lo, hi)
@@ -104,12 +106,13 @@ def _background(domain: str, size: int, rng: np.random.Generator) -> np.ndarray:
     period = rng.uniform(6, 14)
     theta = rng.uniform(0, np.pi)
     wave = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
-    c1, c2 = rng.uniform(60, 150, size=3), rng.uniform(60, 150, size=3)
+    c1 = rng.uniform(70, 130, size=3)
+    c2 = c1 + rng.uniform(-25, 25, size=3)
     return (c1 + (c2 - c1) * (wave[..., None] > 0)).astype(np.float32)
 
 
 def make_clip(motion: str, shape: str, domain: str, rng: np.random.Generator, *, size: int = 64,
-              frames: int = 16) -> np.ndarray:
+              frames: int = 16, hue: tuple[int, int, int] | None = None) -> np.ndarray:
     """One clip as uint8 ``(frames, size, size, 3)``."""
     t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
     ys, xs, rs = _trajectory(motion, t, size, rng)
@@ -120,8 +123,9 @@ def make_clip(motion: str, shape: str, domain: str, rng: np.random.Generator, *,
     else:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         stripes = (np.sin((xx + yy) * 2 * np.pi / rng.uniform(4, 7)) > 0)[..., None]
-        c1, c2 = rng.uniform(0, 255, size=3), rng.uniform(0, 255, size=3)
-        fill = np.where(stripes, c1, c2)
+        c1 = np.asarray(hue if hue is not None else rng.uniform(0, 255, size=3), dtype=np.float32)
+        c1 = np.clip(c1 + rng.normal(0, 15, size=3), 0, 255)
+        fill = np.where(stripes, c1, c1 * 0.6)
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for i in range(frames):
         m = _mask(shape, size, ys[i], xs[i], rs[i])[..., None]
@@ -150,7 +154,9 @@ def make_target_dataset(root: Path, clips_per_class: int, *, seed: int = 1, size
     rng = np.random.default_rng(seed)
     for cls in classes:
         for n in range(clips_per_class):
-            shape = cls.shape if rng.random() < shape_consistency else SHAPES[rng.integers(len(SHAPES))]
-            clip = make_clip(cls.motion, shape, "target", rng, size=size, frames=frames)
+            typical = rng.random() < shape_consistency
+            shape = cls.shape if typical else SHAPES[rng.integers(len(SHAPES))]
+            hue = cls.hue if typical else tuple(int(c) for c in rng.integers(0, 255, size=3))
+            clip = make_clip(cls.motion, shape, "target", rng, size=size, frames=frames, hue=hue)
             write_video(root / cls.name / f"{cls.name}_{n:03d}.mp4", clip)
     return root

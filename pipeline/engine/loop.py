@@ -34,7 +34,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         seen += n
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == labels).sum().item()
-        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False,
                              clips_s=f"{seen / (time.perf_counter() - start):.1f}")
     progress.close()
     elapsed = time.perf_counter() - start

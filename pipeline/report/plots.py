@@ -65,3 +65,26 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], path: Path, *, tit
     ax.set_xlabel(ylabel)
     ax.set_title(title)
     _save(fig, path)
+
+
+def plot_mistakes(items: Sequence[dict], path: Path, *, columns: int = 4) -> None:
+    """A grid of images with their true and predicted class (most confident mistakes first).
+
+    ``items``: dicts with ``path`` (an image file), ``label``, ``predicted``, ``probability``.
+    """
+    from PIL import Image
+
+    n = max(1, len(items))
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, item in zip(axes.ravel(), items, strict=False):
+        with Image.open(item["path"]) as img:
+            ax.imshow(img.convert("RGB"))
+        ax.set_title(f"true: {item['label']}\npred: {item['predicted']} ({float(item['probability']):.2f})",
+                     fontsize=8, color="darkred")
+    if not items:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("Most confident mistakes")
+    _save(fig, path)

@@ -25,7 +25,7 @@ from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.progress import echo
-from pipeline.report.plots import plot_confusion
+from pipeline.report.plots import plot_confusion, plot_mistakes
 from pipeline.stages.train import device
 from pipeline.workspace import Workspace, write_csv, write_json
 
@@ -81,16 +81,16 @@ def run_evaluate(ws: Workspace, run: str | None = None, split: str = "test",
         loader = DataLoader(ClipDataset(cache, ids, labels, transform, train=False), batch_size=batch_size)
         probs, y, videos = predict(model, loader, dev, desc=f"evaluate {split}")
     metrics = summarize(probs, y, videos, len(classes))
-    metrics.update(run=run, split=split, backbone=ckpt["backbone"], weights=ckpt["weights"],
-                   strategy=cfg["strategy"])
+    info = {"run": run, "split": split, "backbone": ckpt["backbone"], "weights": ckpt["weights"],
+            "strategy": cfg["strategy"], "media": ws.media}
     out = ws.eval_dir(run)
-    _write_reports(out, metrics, probs, y, videos, rows, classes)
+    _write_reports(out, metrics, info, probs, y, videos, rows, classes)
     echo(f"evaluate: {run} on {split}: top1 {metrics['top1']:.3f}, video top1 {metrics['video_top1']:.3f}, "
          f"mean class acc {metrics['mean_class_accuracy']:.3f} ({metrics['num_videos']} videos)")
-    return {**metrics, "eval_dir": str(out)}
+    return {**metrics, **info, "eval_dir": str(out)}
 
 
-def _write_reports(out: Path, metrics: dict, probs: np.ndarray, labels: np.ndarray, videos: np.ndarray,
+def _write_reports(out: Path, metrics: dict, info: dict, probs: np.ndarray, labels: np.ndarray, videos: np.ndarray,
                    rows: list[dict], classes: list[str]) -> None:
     vids, vprobs, vlabels = video_level(probs, labels, videos)
     cm = confusion_matrix(vlabels, vprobs.argmax(1), len(classes))
@@ -103,8 +103,12 @@ def _write_reports(out: Path, metrics: dict, probs: np.ndarray, labels: np.ndarr
         preds.append({"path": rows[int(v)]["path"], "label": classes[int(t)], "predicted": classes[k],
                       "probability": round(float(p[k]), 6), "correct": int(k == int(t))})
     write_csv(out / "predictions.csv", ("path", "label", "predicted", "probability", "correct"), preds)
-    plot_confusion(cm, classes, out / "confusion.png", title=f"{metrics['run']} on {metrics['split']}")
-    write_json(out / "metrics.json", metrics)
+    plot_confusion(cm, classes, out / "confusion.png", title=f"{info['run']} on {info['split']}")
+    if info["media"] == "image":
+        mistakes = sorted((p for p in preds if not p["correct"]), key=lambda p: -p["probability"])
+        plot_mistakes(mistakes[:12], out / "mistakes.png")
+    write_json(out / "info.json", info)
+    write_json(out / "metrics.json", metrics)  # numbers only: scripts read it
 
 
 __all__ = ["run_evaluate", "load_classifier", "default_run"]

@@ -23,7 +23,7 @@ from pipeline.data.formats import FORMATS
 from pipeline.data.formats.base import Row
 from pipeline.errors import UserError
 from pipeline.parallel import TimedOut, run_pool
-from pipeline.progress import echo
+from pipeline.progress import echo, warn
 from pipeline.workspace import Workspace, atomic_write, write_csv, write_text
 
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "num_frames", "fps", "width", "height", "duration", "decoder")
@@ -236,7 +236,7 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
                       prepare={k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()})
     summary = _summary(manifest, quarantine, classes)
     for w in warnings:
-        echo(f"warning: {w}")
+        warn(w)
     return summary
 
 

@@ -60,13 +60,29 @@ def _image_clip(path: Path, short_side: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)[None, None]
 
 
+VIDEO_ONLY = ("frames", "sampling", "stride", "clips_per_video")
+
+
+def sampling_for(ws: Workspace, given: dict[str, Any], defaults: dict[str, Any] | None = None) -> SamplingConfig:
+    """The sampling of ``ws`` from the options the user set (``given``) over ``defaults``.
+
+    An image workspace takes one frame per image at a short side of 256 unless told
+    otherwise, and refuses video-only options.
+    """
+    if ws.media == "image":
+        video_only = [k for k in VIDEO_ONLY if k in given]
+        if video_only:
+            raise UserError(f"--{video_only[0].replace('_', '-')} is a video option; {ws.root} holds images")
+        return SamplingConfig(**{"short_side": 256, **given, "frames": 1, "clips_per_video": 1})
+    return SamplingConfig(**{**(defaults or {}), **given})
+
+
 def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout: float = 300.0,
                force: bool = False) -> dict[str, Any]:
     ws.require_prepared()
     media = ws.media
-    if media == "image" and (cfg.sampling != "uniform" or cfg.frames != 1 or cfg.clips_per_video != 1):
-        raise UserError("video sampling options (--sampling/--frames/--clips-per-video) do not apply to an "
-                        "image workspace")
+    if media == "image" and (cfg.frames != 1 or cfg.clips_per_video != 1):
+        raise UserError(f"{ws.root} holds images: sample it with one frame and one view (see sampling_for)")
     rows = ws.manifest_rows()
     cache = ClipCache(ws.clips_dir(cfg.key))
     with ws.lock("sample"):

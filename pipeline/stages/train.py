@@ -33,7 +33,8 @@ from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.models.temporal import TEMPORAL_POOLINGS
-from pipeline.progress import echo
+from pipeline.progress import echo, warn
+from pipeline.report.runs import leakage_warning
 from pipeline.stages.sample import latest_sampling
 from pipeline.transfer.strategies import Strategy
 from pipeline.workspace import Workspace, write_text
@@ -179,6 +180,9 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
     if ws.media == "image" and spec.kind == "video":
         raise UserError(f"{cfg.backbone} is a video backbone; an image workspace needs a frame/image backbone")
     weights = cfg.resolved_weights()
+    caveat = leakage_warning(ws, cfg.backbone, weights)
+    if caveat:
+        warn(caveat)
     size = cfg.input_size or spec.input_size
     out = ws.train_dir(cfg.run_name)
     with ws.lock("train"):
@@ -271,6 +275,10 @@ def _fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, l
     write_text(out / "config.yaml", _yaml(run_config))
     seconds = history[-1]["train_seconds"] if history else 0.0
     for epoch in range(start_epoch, cfg.epochs):
+        # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
+        # uninterrupted run would have (shuffling, view draws, augmentation).
+        torch.manual_seed(cfg.seed * 100003 + epoch)
+        loaders["train"].generator.manual_seed(cfg.seed * 100003 + epoch)
         t0 = time.perf_counter()
         strategy.set_train_mode(model)
         stats = train_one_epoch(trained, loaders["train"], optimizer, scheduler, criterion, dev,

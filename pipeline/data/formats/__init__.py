@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.formats import folder, hmdb51, kinetics, ssv2, ucf101
+from pipeline.data.formats import folder, hmdb51, images, kinetics, ssv2, stanford_dogs, ucf101
 from pipeline.data.formats.base import FormatResult, Row
 
 __all__ = ["FORMATS", "FormatResult", "Row", "FormatSpec"]
@@ -29,4 +29,6 @@ FORMATS: dict[str, FormatSpec] = {
     "hmdb51": FormatSpec("hmdb51", "video", hmdb51.read),
     "kinetics": FormatSpec("kinetics", "video", kinetics.read),
     "ssv2": FormatSpec("ssv2", "video", ssv2.read),
+    "images": FormatSpec("images", "image", images.read),
+    "stanford_dogs": FormatSpec("stanford_dogs", "image", stanford_dogs.read),
 }

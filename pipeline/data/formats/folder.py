@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pipeline.data.formats.base import VIDEO_EXTENSIONS, FormatResult, Row
+from pipeline.data.formats.common import walk_files
 from pipeline.errors import UserError
 
 
@@ -22,20 +22,7 @@ def list_class_folders(root: Path, extensions: frozenset[str]) -> FormatResult:
         raise UserError(f"dataset root {root} has no class folders (expected root/<class>/<file>)")
     result = FormatResult()
     for class_dir in classes:
-        seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-            st = os.stat(dirpath)
-            if (st.st_dev, st.st_ino) in seen:  # a symlink loop: do not walk it twice
-                dirnames[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                if path.suffix.lower() in extensions:
-                    result.rows.append(Row(path=path, label=class_dir.name))
+        result.rows.extend(Row(path=path, label=class_dir.name) for path in walk_files(class_dir, extensions))
     return result
 
 

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from pipeline.data.formats.base import FormatResult, Row
-from pipeline.data.formats.ucf101 import (
+from pipeline.data.formats.common import (
+    MISSING,
     find_splits_dir,
     read_list_lines,
     require_fold,
@@ -27,7 +28,6 @@ from pipeline.errors import UserError
 
 SPLITS_DIR = "testTrainMulti_7030_splits"
 CODES = {"0": "", "1": "train", "2": "test"}  # "" = not used in this fold
-MISSING = "listed in split file but missing on disk"
 NO_CLASS = "class folder missing"
 
 

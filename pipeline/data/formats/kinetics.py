@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.data.formats.base import FormatResult, Row
-from pipeline.data.formats.ucf101 import require_root, walk_videos
+from pipeline.data.formats.common import require_root, walk_videos
 from pipeline.errors import UserError
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats.common import require_root
 from pipeline.data.formats.kinetics import index_videos_by_stem
-from pipeline.data.formats.ucf101 import require_root
 from pipeline.errors import UserError
 
 ANNOTATIONS = (("train.json", "train"), ("validation.json", "test"))

@@ -1,0 +1,80 @@
+"""``WORKSPACE/report.md``: every evaluated run of a workspace side by side.
+
+One table (strategy, weights, top-1, mean class accuracy, training time, gain
+over the scratch run of the same backbone), a bar chart, links to each run's
+confusion matrix (and, for images, its most confident mistakes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.models.registry import get_spec
+from pipeline.report.markdown import table
+from pipeline.report.plots import plot_bars
+from pipeline.workspace import Workspace, write_text
+
+LEAKAGE_CAVEAT = ("Caveat: Stanford Dogs photos come from ImageNet, so ImageNet-1k weights have already seen "
+                  "them in pretraining; these scores overstate transfer to truly new photos.")
+
+
+def weights_source(backbone: str, weights: str) -> str:
+    """The source dataset of a weight tag (``imagenet1k``…), or the tag/path itself."""
+    try:
+        tag = get_spec(backbone).weights.get(weights)
+    except UserError:
+        tag = None
+    return tag.source if tag is not None else weights
+
+
+def leakage_warning(ws: Workspace, backbone: str, weights: str) -> str | None:
+    if ws.info().get("format") == "stanford_dogs" and weights_source(backbone, weights) == "imagenet1k":
+        return LEAKAGE_CAVEAT
+    return None
+
+
+def collect(ws: Workspace) -> list[dict[str, Any]]:
+    rows = []
+    for metrics_path in sorted((ws.root / "eval").glob("*/metrics.json")):
+        folder = metrics_path.parent
+        info_path = folder / "info.json"
+        if not info_path.is_file():
+            continue
+        m, info = json.loads(metrics_path.read_text()), json.loads(info_path.read_text())
+        history = ws.train_dir(info["run"]) / "metrics.jsonl"
+        lines = history.read_text().splitlines() if history.is_file() else []
+        seconds = json.loads(lines[-1])["train_seconds"] if lines else float("nan")
+        rows.append({**info, **m, "train_seconds": seconds, "folder": folder.relative_to(ws.root).as_posix()})
+    return rows
+
+
+def write_report(ws: Workspace) -> Path:
+    rows = collect(ws)
+    if not rows:
+        raise UserError(f"no evaluated runs in {ws.root}: run `vtl evaluate` first")
+    scratch = {r["backbone"]: r["top1"] for r in rows if r["strategy"] == "scratch"}
+    for r in rows:
+        r["gain"] = r["top1"] - scratch[r["backbone"]] if r["backbone"] in scratch else ""
+    plot_bars([r["run"] for r in rows], [r["top1"] for r in rows], ws.root / "report_top1.png",
+              title=f"top-1 on {rows[0]['split']}", ylabel="top-1")
+    caveats = {leakage_warning(ws, r["backbone"], r["weights"]) for r in rows} - {None}
+    links = []
+    for r in rows:
+        extra = f", [mistakes]({r['folder']}/mistakes.png)" if r["media"] == "image" else ""
+        links.append(f"- `{r['run']}`: [confusion matrix]({r['folder']}/confusion.png), "
+                     f"[per class]({r['folder']}/per_class.csv){extra}")
+    text = "\n\n".join([
+        f"# Runs of {ws.root.name}",
+        table(rows, [("run", "run"), ("backbone", "backbone"), ("weights", "weights"), ("strategy", "strategy"),
+                     ("top1", "top-1"), ("mean_class_accuracy", "mean class acc."),
+                     ("gain", "gain vs scratch"), ("train_seconds", "train time (s)")]),
+        "![top-1 per run](report_top1.png)",
+        "\n".join(links),
+        *sorted(caveats),
+    ]) + "\n"
+    path = ws.root / "report.md"
+    write_text(path, text)
+    return path

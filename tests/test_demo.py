@@ -1,0 +1,36 @@
+"""The demo end to end on a miniature plan (the full one is `make demo`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.stages.demo import DemoPlan, run_demo
+
+pytestmark = pytest.mark.slow
+
+TINY = DemoPlan(source_clips_per_class=6, target_clips_per_class=8, video_size=32, frame_size=64,
+                source_epochs=1, target_epochs=2, linear_epochs=3, workers=1)
+
+
+def test_demo_writes_report_and_summary(tmp_path):
+    report = run_demo(tmp_path, TINY)
+    assert report == tmp_path / "report.md"
+    text = report.read_text()
+    assert "| run | strategy | top-1 |" in text
+    assert (tmp_path / "demo_top1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [s["strategy"] for s in summary] == ["scratch", "linear", "finetune", "finetune"]
+    for entry in summary:
+        assert set(entry) >= {"name", "backbone", "source", "strategy", "top1", "mean_class_accuracy",
+                              "train_seconds"}
+        assert 0.0 <= entry["top1"] <= 1.0
+    # The transferred video backbone names its source: the checkpoint pretrained on the source data.
+    assert summary[-1]["source"].endswith("best.pt")
+
+    # A second run reuses data, caches and finished runs: nothing is retrained.
+    best = tmp_path / "target" / "train" / "scratch" / "best.pt"
+    mtime = best.stat().st_mtime_ns
+    run_demo(tmp_path, TINY)
+    assert best.stat().st_mtime_ns == mtime
