@@ -102,7 +102,7 @@ def run_file(path: Path) -> dict[str, Any]:
         names.append(cfg.run_name)
     if "evaluate" in data:
         section = data["evaluate"] or {}
-        check_keys(section, ("split", "batch_size"), f"{path}: evaluate")
+        check_keys(section, ("split", "batch_size", "views"), f"{path}: evaluate")
         results["evaluate"] = [run_evaluate(ws, name, **section) for name in names]
         results["report"] = write_report(ws)
         echo(f"report: {results['report']}")

@@ -33,21 +33,38 @@ from pipeline import WORKSPACE_FORMAT, __version__
 from pipeline.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The one mechanism behind every file vtl writes: a file under its final name
+    is always complete, whatever kills the process.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it onto ``path`` only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replaced_on_success(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text(path: Path, text: str) -> None:
@@ -166,11 +183,19 @@ class Workspace:
     def lock(self, stage: str) -> Iterator[None]:
         """Hold an exclusive lock on the workspace while a stage writes to it.
 
-        A second stage on the same workspace fails at once with the holder's PID
-        rather than interleaving writes.
+        A second process on the same workspace fails at once with the holder's
+        PID rather than interleaving writes. Re-entrant within one process, so a
+        stage may call another (``vtl run``, ``benchmark`` → ``train``).
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
+        path = (self.root / ".lock").resolve()
+        if path in _HELD:
+            _HELD[path] += 1
+            try:
+                yield
+            finally:
+                _HELD[path] -= 1
+            return
         f = open(path, "a+")  # noqa: SIM115 - held for the stage's lifetime
         try:
             try:
@@ -183,6 +208,14 @@ class Workspace:
             f.truncate()
             f.write(f"`vtl {stage}` (pid {os.getpid()})")
             f.flush()
-            yield
+            _HELD[path] = 1
+            try:
+                yield
+            finally:
+                del _HELD[path]
         finally:
             f.close()
+
+
+# Lock files this process holds, with their nesting depth.
+_HELD: dict[Path, int] = {}

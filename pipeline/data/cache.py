@@ -13,28 +13,23 @@ Feature cache (``features/<backbone>@<weights>@<sampling key>/``): per split,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.workspace import write_json
+from pipeline.workspace import atomic_write, write_json
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.save(f, array)
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 class ClipCache:

@@ -18,29 +18,38 @@ from pipeline.data.cache import ClipCache
 
 
 class ClipDataset(Dataset):
-    """Items are ``(clip float (C,T,H,W), label, video index)``."""
+    """Items are ``(clip float (C,T,H,W), label, video index)``.
+
+    Evaluation items enumerate (video, view, crop): at most ``max_views`` cached
+    views per video, each through every transform of ``crops`` (default: just
+    ``transform``), for multi-view testing.
+    """
 
     def __init__(self, cache: ClipCache, ids: Sequence[str], labels: Sequence[int],
-                 transform: Callable[[np.ndarray], torch.Tensor], *, train: bool):
+                 transform: Callable[[np.ndarray], torch.Tensor], *, train: bool, max_views: int | None = None,
+                 crops: Sequence[Callable[[np.ndarray], torch.Tensor]] | None = None):
         self.cache = cache
         self.ids = list(ids)
         self.labels = list(labels)
-        self.transform = transform
+        self.transforms = list(crops) if crops else [transform]
         self.train = train
         if train:
-            self.items = [(i, -1) for i in range(len(self.ids))]
+            self.items = [(i, -1, 0) for i in range(len(self.ids))]
         else:
-            self.items = [(i, v) for i, vid in enumerate(self.ids) for v in range(len(cache.read(vid)))]
+            self.items = [(i, v, c) for i, vid in enumerate(self.ids)
+                          for v in range(min(len(cache.read(vid)), max_views or 1 << 30))
+                          for c in range(len(self.transforms))]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        video, view = self.items[index]
+        video, view, crop = self.items[index]
         clips = self.cache.read(self.ids[video])
         if view < 0:
             view = int(torch.randint(len(clips), ()).item())
-        return self.transform(np.array(clips[view])), self.labels[video], video  # copy out of the mmap
+        clip = np.array(clips[view])  # copy out of the memory map
+        return self.transforms[crop](clip), self.labels[video], video
 
 
 class FeatureDataset(Dataset):

@@ -40,3 +40,27 @@ def build_transform(size: int, mean: Sequence[float], std: Sequence[float], *, t
         return pipeline(frames).permute(1, 0, 2, 3).contiguous()  # C, T, H, W
 
     return apply
+
+
+def eval_crops(size: int, mean: Sequence[float], std: Sequence[float],
+               crops: int) -> list[Callable[[np.ndarray], torch.Tensor]]:
+    """Test-time spatial views: ``1`` = centre crop; ``3`` = the standard three crops along
+    the long side (start, centre, end) of the clip resized to ``size`` on its short side."""
+    if crops == 1:
+        return [build_transform(size, mean, std, train=False)]
+    if crops != 3:
+        raise ValueError("crops must be 1 or 3")
+    tail = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+    def crop_at(position: int) -> Callable[[np.ndarray], torch.Tensor]:
+        def apply(clip: np.ndarray) -> torch.Tensor:
+            frames = v2.functional.resize(torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2),
+                                          size, antialias=True)
+            h, w = frames.shape[-2:]
+            top = [0, (h - size) // 2, h - size][position] if h > w else (h - size) // 2
+            left = [0, (w - size) // 2, w - size][position] if w >= h else (w - size) // 2
+            return tail(v2.functional.crop(frames, top, left, size, size)).permute(1, 0, 2, 3).contiguous()
+
+        return apply
+
+    return [crop_at(i) for i in range(3)]

@@ -7,9 +7,7 @@ the backbone name and weights it started from.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +17,13 @@ import torch
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.models.weights import CHECKPOINT_KIND, is_checkpoint, load_file
+from pipeline.workspace import replaced_on_success
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     state = {"kind": CHECKPOINT_KIND, "vtl_version": __version__, **state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replaced_on_success(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load(path: Path) -> dict[str, Any]:

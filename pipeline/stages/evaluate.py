@@ -9,16 +9,18 @@ clips, all views of each video.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from pipeline.data.cache import ClipCache, FeatureCache
+from pipeline.data.cache import ClipCache, FeatureCache, save_npz_atomic
 from pipeline.data.datasets import ClipDataset, FeatureDataset
-from pipeline.data.transforms import build_transform
-from pipeline.engine import checkpoint
+from pipeline.data.transforms import build_transform, eval_crops
+from pipeline.engine import checkpoint, distributed
 from pipeline.engine.loop import predict
 from pipeline.engine.metrics import confusion_matrix, per_class, summarize, video_level
 from pipeline.errors import UserError
@@ -26,7 +28,6 @@ from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.progress import echo
 from pipeline.report.plots import plot_confusion, plot_mistakes
-from pipeline.stages.train import device
 from pipeline.workspace import Workspace, write_csv, write_json
 
 
@@ -49,13 +50,30 @@ def load_classifier(path: Path) -> tuple[Classifier, dict]:
     return model, ckpt
 
 
-def run_evaluate(ws: Workspace, run: str | None = None, split: str = "test",
-                 batch_size: int = 16) -> dict[str, Any]:
+def parse_views(views: str | None) -> tuple[int | None, int]:
+    """``"10x3"`` → (10 clips, 3 crops); None → every cached clip, centre crop."""
+    if views is None:
+        return None, 1
+    try:
+        clips, crops = (int(v) for v in views.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--views must look like CLIPSxCROPS (e.g. 5x3), got {views!r}") from None
+    if clips < 1 or crops not in (1, 3):
+        raise UserError(f"--views {views}: CLIPS must be ≥ 1 and CROPS 1 or 3")
+    return clips, crops
+
+
+def run_evaluate(ws: Workspace, run: str | None = None, split: str = "test", batch_size: int = 16,
+                 views: str | None = None) -> dict[str, Any]:
     ws.require_prepared()
+    info_dist = distributed.setup()
     run = run or default_run(ws)
     best = ws.train_dir(run) / "best.pt"
     if not best.is_file():
         raise UserError(f"run {run!r} has no best.pt in {ws.train_dir(run)}")
+    max_views, crops = parse_views(views)
+    if ws.media == "image" and (max_views or crops > 1):
+        raise UserError("--views is a video option; this workspace holds images")
     model, ckpt = load_classifier(best)
     classes = ckpt["classes"]
     if classes != ws.classes():
@@ -67,27 +85,58 @@ def run_evaluate(ws: Workspace, run: str | None = None, split: str = "test",
     if not rows:
         raise UserError(f"split {split!r} of {ws.root} has no sampled clips")
     ids, labels = [r["id"] for r in rows], [index[r["label"]] for r in rows]
-    dev = device()
-    model.to(dev)
-    fkey = ckpt.get("feature_key")
-    fc = FeatureCache(ws.features_dir(fkey)) if fkey else None
-    if fc is not None and fc.has(split) and fc.read(split)[0] == ids:
-        _, feats, offsets = fc.read(split)
-        loader = DataLoader(FeatureDataset(feats, offsets, labels, train=False), batch_size=256)
-        probs, y, videos = predict(model.head, loader, dev, desc=f"evaluate {split}")
+    out = ws.eval_dir(run)
+    key = _predictions_key(best, split, views, ids)
+    cached = out / f".predictions-{key}.npz"
+    if cached.is_file():
+        with np.load(cached) as z:
+            probs, y, videos = z["probs"], z["labels"], z["videos"]
     else:
-        spec = get_spec(ckpt["backbone"])
-        transform = build_transform(cfg["input_size"], spec.mean, spec.std, train=False)
-        loader = DataLoader(ClipDataset(cache, ids, labels, transform, train=False), batch_size=batch_size)
-        probs, y, videos = predict(model, loader, dev, desc=f"evaluate {split}")
+        probs, y, videos = _predict_split(ws, model, ckpt, cache, ids, labels, split, batch_size, max_views, crops,
+                                          info_dist)
+        if info_dist.is_main:
+            save_npz_atomic(cached, probs=probs, labels=y, videos=videos)
     metrics = summarize(probs, y, videos, len(classes))
     info = {"run": run, "split": split, "backbone": ckpt["backbone"], "weights": ckpt["weights"],
-            "strategy": cfg["strategy"], "media": ws.media}
-    out = ws.eval_dir(run)
-    _write_reports(out, metrics, info, probs, y, videos, rows, classes)
+            "strategy": cfg["strategy"], "media": ws.media, "views": views or "all cached x 1"}
+    if info_dist.is_main:
+        _write_reports(out, metrics, info, probs, y, videos, rows, classes)
     echo(f"evaluate: {run} on {split}: top1 {metrics['top1']:.3f}, video top1 {metrics['video_top1']:.3f}, "
          f"mean class acc {metrics['mean_class_accuracy']:.3f} ({metrics['num_videos']} videos)")
     return {**metrics, **info, "eval_dir": str(out)}
+
+
+def _predictions_key(best: Path, split: str, views: str | None, ids: list[str]) -> str:
+    """Same checkpoint file, split, views and videos → same predictions."""
+    st = best.stat()
+    text = f"{st.st_size}:{st.st_mtime_ns}:{split}:{views}:{','.join(ids)}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _predict_split(ws: Workspace, model: Classifier, ckpt: dict, cache: ClipCache, ids: list[str],
+                   labels: list[int], split: str, batch_size: int, max_views: int | None, crops: int,
+                   info_dist: distributed.DistInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Softmax over every (video, view, crop) item, each rank scoring its share."""
+    dev = distributed.device(info_dist)
+    model.to(dev)
+    cfg = ckpt["config"]
+    fkey = ckpt.get("feature_key")
+    fc = FeatureCache(ws.features_dir(fkey)) if fkey else None
+    if fc is not None and max_views is None and crops == 1 and fc.has(split) and fc.read(split)[0] == ids:
+        _, feats, offsets = fc.read(split)
+        dataset: Dataset = FeatureDataset(feats, offsets, labels, train=False)
+        net: torch.nn.Module = model.head
+    else:
+        spec = get_spec(ckpt["backbone"])
+        size = cfg["input_size"]
+        transform = build_transform(size, spec.mean, spec.std, train=False)
+        dataset = ClipDataset(cache, ids, labels, transform, train=False, max_views=max_views,
+                              crops=eval_crops(size, spec.mean, spec.std, crops) if crops > 1 else None)
+        net = model
+    shard = Subset(dataset, range(info_dist.rank, len(dataset), info_dist.world_size))
+    loader = DataLoader(shard, batch_size=256 if isinstance(dataset, FeatureDataset) else batch_size)
+    probs, y, videos = predict(net, loader, dev, desc=f"evaluate {split}")
+    return distributed.gather_arrays(info_dist, probs, y, videos)
 
 
 def _write_reports(out: Path, metrics: dict, info: dict, probs: np.ndarray, labels: np.ndarray, videos: np.ndarray,
