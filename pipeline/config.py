@@ -64,6 +64,7 @@ def _paths(section: dict[str, Any], keys: tuple[str, ...], base: Path) -> dict[s
 
 
 def run_file(path: Path) -> dict[str, Any]:
+    """Validate every section of ``path`` (keys and values), then run the stages in order."""
     from pipeline.data.sampling import SamplingConfig
     from pipeline.report.runs import write_report
     from pipeline.stages.evaluate import run_evaluate
@@ -78,32 +79,43 @@ def run_file(path: Path) -> dict[str, Any]:
     if "workspace" not in data:
         raise UserError(f"{path}: missing key 'workspace'")
     ws = Workspace(_paths(data, ("workspace",), base)["workspace"])
-    results: dict[str, Any] = {}
+
+    # Everything is checked before the first stage runs: a typo in `evaluate:` must not
+    # surface after an hour of sampling.
+    prepare = None
     if "prepare" in data:
         section = _paths(data["prepare"] or {}, ("root", "splits"), base)
         check_keys(section, _fields(PrepareConfig), f"{path}: prepare")
-        results["prepare"] = run_prepare(ws, _build(PrepareConfig, section, f"{path}: prepare"))
-        echo(f"prepare: {format_summary(results['prepare'])}")
+        prepare = _build(PrepareConfig, section, f"{path}: prepare")
+    sample = None
     if "sample" in data:
-        section = dict(data["sample"] or {})
-        workers = section.pop("workers", 2)
-        check_keys(section, _fields(SamplingConfig), f"{path}: sample")
-        cfg = _build(lambda **kw: sampling_for(ws, kw), section, f"{path}: sample")
-        results["sample"] = run_sample(ws, cfg, workers=workers)
+        sample = dict(data["sample"] or {})
+        sample_workers = sample.pop("workers", 2)
+        check_keys(sample, _fields(SamplingConfig), f"{path}: sample")
+        _build(SamplingConfig, sample, f"{path}: sample")  # values checked now; media-specific rules later
     runs = data.get("train") or []
-    runs = [runs] if isinstance(runs, dict) else runs
-    names = []
-    for i, section in enumerate(runs):
-        section = _paths(section, ("weights",), base) if _looks_like_path(section.get("weights")) else section
+    trains = []
+    for i, section in enumerate([runs] if isinstance(runs, dict) else runs):
+        if not isinstance(section, dict):
+            raise UserError(f"{path}: train[{i}] must be a mapping of train options")
+        if _looks_like_path(section.get("weights")):
+            section = {**section, "weights": str(_paths(section, ("weights",), base)["weights"])}
         check_keys(section, _fields(TrainConfig), f"{path}: train[{i}]")
-        cfg = _build(TrainConfig, {k: str(v) if isinstance(v, Path) else v for k, v in section.items()},
-                     f"{path}: train[{i}]")
-        results.setdefault("train", []).append(run_train(ws, cfg))
-        names.append(cfg.run_name)
+        trains.append(_build(TrainConfig, section, f"{path}: train[{i}]"))
+    evaluate = None
     if "evaluate" in data:
-        section = data["evaluate"] or {}
-        check_keys(section, ("split", "batch_size", "views"), f"{path}: evaluate")
-        results["evaluate"] = [run_evaluate(ws, name, **section) for name in names]
+        evaluate = data["evaluate"] or {}
+        check_keys(evaluate, ("split", "batch_size", "views"), f"{path}: evaluate")
+
+    results: dict[str, Any] = {}
+    if prepare is not None:
+        results["prepare"] = run_prepare(ws, prepare)
+        echo(f"prepare: {format_summary(results['prepare'])}")
+    if sample is not None:
+        results["sample"] = run_sample(ws, sampling_for(ws, sample), workers=sample_workers)
+    results["train"] = [run_train(ws, cfg) for cfg in trains]
+    if evaluate is not None:
+        results["evaluate"] = [run_evaluate(ws, cfg.run_name, **evaluate) for cfg in trains]
         results["report"] = write_report(ws)
         echo(f"report: {results['report']}")
     return results

@@ -14,7 +14,8 @@ frames than the clip needs) are part of the contract, documented in
   start when training, evenly spread starts for test views. A video shorter
   than the clip's span *loops* back to its first frame.
 * ``dense``: every clip of the ``random`` shape, starting every ``step``
-  frames (default: one clip span), covering the whole video.
+  frames (default: one clip span), plus one clip ending on the last frame
+  when the steps leave a tail, so the whole video is covered.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def uniform_indices(num_frames: int, n: int, *, train: bool, rng: np.random.Gene
     """TSN segment sampling: one frame per each of ``n`` equal segments."""
     _check(num_frames, n)
     seg = num_frames / n
+    if train and num_frames >= n:
+        # TSN's integer segments: n distinct frames, one drawn inside each segment.
+        rng = rng or np.random.default_rng()
+        length = num_frames // n
+        return (np.arange(n) * length + rng.integers(0, length, size=n)).tolist()
     if train:
         rng = rng or np.random.default_rng()
         offsets = rng.uniform(0.0, seg, size=n)
@@ -76,7 +82,10 @@ def dense_indices(num_frames: int, n: int, stride: int, step: int | None = None)
     if step <= 0:
         raise UserError(f"dense step must be positive, got {step}")
     last_start = max(0, num_frames - span)
-    return [contiguous_indices(num_frames, n, stride, s) for s in range(0, last_start + 1, step)]
+    starts = list(range(0, last_start + 1, step))
+    if starts[-1] != last_start:  # one more clip, ending on the last frame, so the tail is covered
+        starts.append(last_start)
+    return [contiguous_indices(num_frames, n, stride, s) for s in starts]
 
 
 def _check(num_frames: int, n: int) -> None:

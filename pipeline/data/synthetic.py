@@ -56,7 +56,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 16, codec: str = "lib
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "rgb24" if codec in ("libx264rgb", "ffv1", "png") else "yuv420p"
+        stream.pix_fmt = {"libx264rgb": "rgb24", "png": "rgb24", "ffv1": "bgr0"}.get(codec, "yuv420p")
         if options:
             stream.options = dict(options)
         for img in frames:

@@ -201,7 +201,10 @@ def _count(n: int, fraction: float) -> int:
 
 def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
     fmt = FORMATS[cfg.format]
-    result = fmt.read(cfg.root, cfg.splits, cfg.fold)
+    # Absolute paths in the manifest: later stages may run from another directory.
+    root = cfg.root.expanduser().resolve()
+    splits = cfg.splits.expanduser().resolve() if cfg.splits else None
+    result = fmt.read(root, splits, cfg.fold)
     if not result.rows and not result.quarantined:
         raise UserError(f"no {fmt.media} files found under {cfg.root}")
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -232,7 +235,7 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
         manifest.sort(key=lambda r: (r["split"], r["label"], r["path"]))
         write_csv(ws.manifest, MANIFEST_COLUMNS, manifest)
         write_text(ws.classes_file, "".join(c + "\n" for c in classes))
-        ws.write_info(media=fmt.media, format=cfg.format, root=str(cfg.root),
+        ws.write_info(media=fmt.media, format=cfg.format, root=str(root),
                       prepare={k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()})
     summary = _summary(manifest, quarantine, classes)
     for w in warnings:

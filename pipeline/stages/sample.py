@@ -27,6 +27,8 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
     cfg = SamplingConfig(**job["sampling"])
     cache = ClipCache(Path(job["cache"]))
     row = job["row"]
+    if not Path(row["path"]).is_file():
+        return {"error": "sample: file missing (moved or deleted since prepare?)"}
     try:
         if job["media"] == "image":
             clips = _image_clip(Path(row["path"]), cfg.short_side)
@@ -34,6 +36,8 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
             clips = _video_clips(row, cfg, train=row["split"] == "train")
     except decoders.DecodeError as e:
         return {"error": f"sample: cannot decode: {e}"}
+    except FileNotFoundError:
+        return {"error": "sample: file missing (moved or deleted since prepare?)"}
     except OSError as e:
         return {"error": f"sample: unreadable: {e.strerror or e}"}
     cache.write(row["id"], clips)
@@ -110,6 +114,9 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
         samplings = [k for k in ws.info().get("samplings", []) if k != cfg.key] + [cfg.key]
         ws.update_info(samplings=samplings)
     cached = sum(cache.has(r["id"]) for r in rows)
+    if todo and len(failed) == len(todo) and cached == 0:
+        raise UserError(f"no video of {ws.root} could be sampled (first failure: {failed[0]['path']}: "
+                        f"{failed[0]['reason']}); see {ws.quarantine}")
     return {"key": cfg.key, "videos": cached, "failed": len(failed), "bytes": cache.size_bytes(),
             "path": str(cache.root)}
 

@@ -28,14 +28,22 @@ def get_decoder(name: str, num_threads: int = 1) -> Decoder:
     return BACKENDS[name](num_threads=num_threads)
 
 
-def _chain(backend: str) -> list[str]:
+# decord 0.6.0 seeks inexactly in AVI files (MPEG-4 Part 2/DivX with packed B-frames):
+# sparse get_batch can return frames several positions off (seen on HMDB51 originals),
+# and it counts one frame too many. PyAV's sequential decode is exact there.
+DECORD_INEXACT = frozenset({".avi"})
+
+
+def _chain(backend: str, path: Path) -> list[str]:
+    if backend == "decord" and path.suffix.lower() in DECORD_INEXACT:
+        backend = "pyav"
     return [backend] + [b for b in ("decord", "pyav") if b != backend]
 
 
 def probe(path: Path, backend: str = "decord") -> tuple[VideoInfo, str]:
     """Probe with ``backend`` then the others; returns the info and the backend that worked."""
     errors = []
-    for name in _chain(backend):
+    for name in _chain(backend, Path(path)):
         try:
             return get_decoder(name).probe(path), name
         except DecodeError as e:
@@ -47,7 +55,7 @@ def read(path: Path, indices: Sequence[int], size: tuple[int, int] | None = None
          backend: str = "decord") -> np.ndarray:
     """Frames at ``indices`` as uint8 (T, H, W, 3), trying ``backend`` first."""
     errors = []
-    for name in _chain(backend):
+    for name in _chain(backend, Path(path)):
         try:
             frames = get_decoder(name).read(path, indices, size)
             if size is not None and frames.shape[1:3] != tuple(size):

@@ -7,6 +7,7 @@ it raises its own ``DECORDError`` (turned into :class:`DecodeError`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +68,6 @@ class DecordDecoder:
 def _short(e: Exception) -> str:
     """decord's messages carry C++ file names and timestamps; keep the useful tail."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if "Check failed" in text or ".cc:" in text:
-        text = text.rsplit("] ", 1)[-1]
+    # Drop "[hh:mm:ss] /path/to/file.cc:123: " prefixes (there may be several).
+    text = re.sub(r"^(\s*(\[[\d:]+\]\s*)?\S+\.(cc|h):\d+:\s*)+", "", text)
     return f"decord: {text[:200]}"
