@@ -136,7 +136,9 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
 @cli.command(short_help="3. Adapt a pretrained backbone (or train from scratch)")
 @WORKSPACE
 @click.option("--backbone", required=True, help="A name from `vtl backbones`.")
-@click.option("--strategy", required=True, help="scratch, linear (frozen backbone), partial, finetune.")
+@click.option("--strategy", required=True,
+              help="scratch, linear (frozen backbone), partial (--freeze-to), finetune, "
+                   "gradual (unfreeze stages from the top).")
 @click.option("--weights", default=None,
               help="Weight tag (e.g. imagenet1k, kinetics400), 'none', or a checkpoint path. "
                    "Default: the backbone's first tag (none for scratch).")
@@ -144,8 +146,12 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
 @click.option("--temporal", default="avg", show_default=True,
               help="How a frame backbone pools over time: avg, max, conv, attention.")
 @click.option("--epochs", default=10, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True, help="Head learning rate (peak of the one-cycle schedule).")
+@click.option("--lr", default=1e-3, show_default=True, help="Head learning rate (peak of the warm-up + cosine).")
 @click.option("--backbone-lr-mult", default=0.1, show_default=True, help="Backbone LR = head LR × this.")
+@click.option("--layer-decay", default=None, type=float,
+              help="Instead of --backbone-lr-mult: stage k of K trains at LR × D^(K-k) (e.g. 0.7).")
+@click.option("--unfreeze-every", default=1, show_default=True,
+              help="gradual: epochs of head-only training, then between unfreezing each next stage.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--label-smoothing", default=0.0, show_default=True)
@@ -155,7 +161,14 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
 @click.option("--augment", default="standard", show_default=True,
               help="standard (crop+flip), crop (no flip: when left/right matters), none.")
 @click.option("--sampling", default=None, help="Clip-cache key (default: the latest `vtl sample`).")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", default=None, type=int,
+              help="DataLoader worker processes (default: 0 on CPU, a few per GPU).")
+@click.option("--patience", default=None, type=int, help="Stop after this many epochs without a validation gain.")
+@click.option("--clip-grad", default=None, type=float, help="Clip the gradient norm to this value.")
+@click.option("--warmup", default=0.1, show_default=True, help="Share of the steps spent warming up the LR.")
+@click.option("--amp", is_flag=True, help="Mixed precision: bf16 autocast (CPU, recent GPUs) or fp16 + scaling.")
+@click.option("--channels-last", is_flag=True, help="channels-last memory format (faster convolutions).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (slow start, faster steps).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--name", default=None, help="Run name (default: <backbone>-<strategy>).")
 @click.option("--restart", is_flag=True, help="Ignore last.pt and train from the start.")
@@ -172,6 +185,7 @@ def train(workspace: Path, restart: bool, **options) -> None:
     from pipeline.stages.train import TrainConfig, run_train
     from pipeline.workspace import Workspace
 
+    options["compile"] = options.pop("compile_")
     cfg = TrainConfig(**options)
     r = run_train(Workspace(workspace), cfg, restart=restart)
     click.echo(f"trained {r['run_dir']}: best val top-1 {r['best_val_top1']:.3f} after {r['epochs']} epochs "
@@ -186,7 +200,10 @@ def train(workspace: Path, restart: bool, **options) -> None:
 @click.option("--run", default=None, help="Run name under WORKSPACE/train (default: the latest).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--batch-size", default=16, show_default=True)
-def evaluate(workspace: Path, run: str | None, split: str, batch_size: int) -> None:
+@click.option("--views", default=None,
+              help="CLIPSxCROPS test views, e.g. 5x3: the first CLIPS cached clips of each video, each at "
+                   "1 (centre) or 3 spatial crops; softmax averaged per video. Default: all cached clips x 1.")
+def evaluate(workspace: Path, run: str | None, split: str, batch_size: int, views: str | None) -> None:
     """4. Score a trained run: top-1/top-5, mean class accuracy, confusion matrix.
 
     Writes WORKSPACE/eval/RUN/{metrics.json,per_class.csv,predictions.csv,confusion.png}.
@@ -194,11 +211,12 @@ def evaluate(workspace: Path, run: str | None, split: str, batch_size: int) -> N
 
     \b
       vtl evaluate runs/ucf --run efficientnet_lite0-linear
+      vtl evaluate runs/ucf --run r3d_18-finetune --views 5x3     # clip- and video-level
     """
     from pipeline.stages.evaluate import run_evaluate
     from pipeline.workspace import Workspace
 
-    m = run_evaluate(Workspace(workspace), run, split, batch_size)
+    m = run_evaluate(Workspace(workspace), run, split, batch_size, views)
     click.echo(json.dumps({k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "video_top1",
                                              "num_samples", "eval_dir")}))
 
@@ -218,6 +236,57 @@ def report(workspace: Path) -> None:
     from pipeline.workspace import Workspace
 
     click.echo(f"report: {write_report(Workspace(workspace))}")
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+@cli.command(short_help="6. Rank transfer sources: strategies x fractions x seeds")
+@WORKSPACE
+@click.option("--sources", "sources_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file of sources (backbone + weights tag or checkpoint) and training settings.")
+@click.option("--strategies", default=None,
+              help="Comma-separated: linear, partial, finetune, gradual (default: the file's, else linear,finetune). "
+                   "scratch always runs as the baseline.")
+@click.option("--fractions", default=None,
+              help="Comma-separated label fractions of the train split (default: the file's, else 0.1,0.25,0.5,1.0).")
+@click.option("--seeds", default=None, type=int, help="Seeds 0..N-1 per cell (default: the file's, else 3).")
+@click.option("--max-parallel", default=1, show_default=True,
+              help="Cells run at once, in child processes when above 1 (under this command's workspace lock).")
+@click.option("--force", is_flag=True, help="Retrain and re-evaluate every cell.")
+def benchmark(workspace: Path, sources_file: Path, strategies: str | None, fractions: str | None,
+              seeds: int | None, max_parallel: int, force: bool) -> None:
+    """6. Benchmark transfer sources on this workspace's target.
+
+    Scores every source's transferability (LogME, LEEP) first, then trains and
+    evaluates the grid sources x strategies x fractions x seeds plus the scratch
+    baseline of each backbone. Resumes: finished cells are not recomputed.
+    Writes WORKSPACE/benchmark/{results.csv,transferability.csv,report.md,
+    learning_curve.png,best_strategy.png}. Example:
+
+    \b
+      vtl benchmark runs/ucf --sources configs/sources.yaml --strategies linear,finetune \\
+          --fractions 0.1,0.25,1.0 --seeds 3
+    """
+    from pipeline.progress import warn
+    from pipeline.report.benchmark import format_flag
+    from pipeline.stages.benchmark import BenchmarkConfig, parse_fractions, parse_strategies, run_benchmark
+    from pipeline.workspace import Workspace
+
+    if seeds is not None and seeds < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--seeds")
+    cfg = BenchmarkConfig(sources=sources_file,
+                          strategies=parse_strategies(strategies) if strategies is not None else None,
+                          fractions=parse_fractions(fractions) if fractions is not None else None,
+                          seeds=seeds, max_parallel=max_parallel, force=force)
+    r = run_benchmark(Workspace(workspace), cfg)
+    for e in r["ranking"]:
+        click.echo(f"{e['rank']}. {e['source']}: {e['best_strategy']} top-1 {e['mean']:.3f} ± {e['spread']:.3f}")
+    tau = r["tau"]["logme"]
+    click.echo(f"Kendall's tau (LogME vs measured): {'n/a' if tau is None else f'{tau:+.2f}'}; "
+               f"{r['cells']} cells ({r['ran']} run now); report: {r['report']}")
+    for flag in r["flags"]:
+        warn(format_flag(flag))
 
 
 # ----------------------------------------------------------------------------- predict
@@ -245,6 +314,24 @@ def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool
             click.echo(result["input"])
             for p in result["top"]:
                 click.echo(f"  {p['probability']:.3f}  {p['class']}")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), default="torchscript",
+              show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export(checkpoint: Path, fmt: str, output: Path) -> None:
+    """Export a trained checkpoint to TorchScript or ONNX (input: normalised (B, C, T, H, W) clip).
+
+    Example:
+
+    \b
+      vtl export runs/ucf/train/r3d_18-finetune/best.pt --format onnx -o r3d_ucf.onnx
+    """
+    from pipeline.stages.export import run_export
+
+    click.echo(str(run_export(checkpoint, fmt, output)))
 
 
 # ----------------------------------------------------------------------------- catalogues

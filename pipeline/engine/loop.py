@@ -1,7 +1,12 @@
-"""One training epoch and one inference pass: the readable core of ``train`` and ``evaluate``."""
+"""One training epoch and one inference pass: the readable core of ``train`` and ``evaluate``.
+
+``amp`` is an autocast dtype (``torch.bfloat16`` or ``torch.float16``) or None;
+``memory_format`` (e.g. ``torch.channels_last_3d``) is applied to each input batch.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -12,22 +17,45 @@ from torch.utils.data import DataLoader
 from pipeline.progress import bar
 
 
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
+def _to(inputs: torch.Tensor, device: torch.device, memory_format: torch.memory_format | None) -> torch.Tensor:
+    inputs = inputs.to(device, non_blocking=True)
+    return inputs.contiguous(memory_format=memory_format) if memory_format is not None else inputs
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None, criterion: nn.Module,
-                    device: torch.device, *, desc: str, clip_grad: float | None = None) -> dict[str, float]:
-    """Train for one pass over ``loader``; the caller has set train/eval modes."""
+                    device: torch.device, *, desc: str, clip_grad: float | None = None,
+                    amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                    memory_format: torch.memory_format | None = None) -> dict[str, float]:
+    """Train for one pass over ``loader``; the caller has set train/eval modes.
+
+    Returns this process's sums (``seen``, ``loss_sum``, ``correct``) so DDP ranks can be combined.
+    """
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     progress = bar(loader, desc=desc, unit="batch")
     for inputs, labels, _ in progress:
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(inputs)
-        loss = criterion(logits, labels)
+        inputs, labels = _to(inputs, device, memory_format), labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(inputs)
+            loss = criterion(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if clip_grad:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
         n = labels.numel()
@@ -37,19 +65,20 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False,
                              clips_s=f"{seen / (time.perf_counter() - start):.1f}")
     progress.close()
-    elapsed = time.perf_counter() - start
-    return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-            "clips_per_s": seen / max(elapsed, 1e-9)}
+    return {"seen": seen, "loss_sum": loss_sum, "correct": correct, "seconds": time.perf_counter() - start}
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device, *,
-            desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, desc: str,
+            amp: torch.dtype | None = None,
+            memory_format: torch.memory_format | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Softmax probabilities, labels and video indices of every item of ``loader``."""
     model.eval()
     probs, labels, videos = [], [], []
     for inputs, y, v in bar(loader, desc=desc, unit="batch"):
-        probs.append(torch.softmax(model(inputs.to(device)).float(), dim=1).cpu().numpy())
+        with _autocast(device, amp):
+            logits = model(_to(inputs, device, memory_format))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         labels.append(y.numpy())
         videos.append(v.numpy())
     if not probs:
@@ -58,7 +87,12 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 
 @torch.inference_mode()
-def extract_features(backbone: nn.Module, loader: DataLoader, device: torch.device, *, desc: str) -> np.ndarray:
+def extract_features(backbone: nn.Module, loader: DataLoader, device: torch.device, *, desc: str,
+                     amp: torch.dtype | None = None,
+                     memory_format: torch.memory_format | None = None) -> np.ndarray:
     backbone.eval()
-    out = [backbone(x.to(device)).float().cpu().numpy() for x, _, _ in bar(loader, desc=desc, unit="batch")]
+    out = []
+    for x, _, _ in bar(loader, desc=desc, unit="batch"):
+        with _autocast(device, amp):
+            out.append(backbone(_to(x, device, memory_format)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)

@@ -8,11 +8,15 @@ freeze "up to" a stage. Kinds:
 * ``video``: a spatio-temporal network (3D/(2+1)D convolutions, transformers).
 * ``frame``: a 2D ImageNet network applied to every frame and pooled over
   time (see :mod:`pipeline.models.temporal`); on an image workspace T = 1.
+
+The built-in backbones live in :mod:`pipeline.models.zoo` (one module per
+family); importing it registers them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -27,6 +31,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
+KINDS = ("video", "frame")
+
+# torchvision (and torch.hub) name weight files ``<name>-<first hex digits of the sha256>.<ext>``.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.[A-Za-z0-9]+$")
+
 
 @dataclass(frozen=True)
 class WeightTag:
@@ -35,17 +44,30 @@ class WeightTag:
     ``url`` is where ``vtl weights fetch`` downloads it from; the file name of
     the URL is also its name in the torch hub cache. ``packaged`` returns the
     path of weights shipped inside an installed package (no download at all).
+    ``loader``, when set, replaces the plain convert-and-load path: it receives
+    the backbone and the file's raw state dict (e.g. 2D→3D inflation).
     """
 
     tag: str
     source: str  # the source dataset, e.g. "imagenet1k", "kinetics400"
     url: str | None = None
-    sha256_prefix: str | None = None
+    sha256_prefix: str | None = None  # None: taken from a torchvision-style file name, if it has one
     packaged: Callable[[], Path] | None = None
+    loader: Callable[[Backbone, dict], None] | None = None
+    note: str = ""
 
     @property
     def filename(self) -> str | None:
         return self.url.rsplit("/", 1)[-1] if self.url else None
+
+    @property
+    def hash_prefix(self) -> str | None:
+        """The published sha256 prefix of the file: explicit, or embedded in its name
+        (``resnet18-f37072fd.pth`` → ``f37072fd``); None when nothing is published."""
+        if self.sha256_prefix:
+            return self.sha256_prefix
+        m = _HASH_IN_NAME.search(self.filename or "")
+        return m.group(1) if m else None
 
 
 @dataclass(frozen=True)
@@ -54,8 +76,8 @@ class BackboneSpec:
     kind: str  # "video" or "frame"
     feature_dim: int
     stages: tuple[str, ...]
-    input_size: int
-    clip_len: int
+    input_size: int  # default crop size (pixels, square)
+    clip_len: int  # default frames per clip
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     builder: Callable[[], nn.Module]
@@ -63,6 +85,17 @@ class BackboneSpec:
     # How a weights file's keys map onto the backbone module (state dict → state dict).
     convert_state: Callable[[dict], dict] | None = None
     family: str = "torchvision"
+    # Smallest input the architecture accepts; ``fixed_size``: only ``input_size`` works
+    # (absolute position embeddings, e.g. ViT, MViT).
+    min_clip_len: int = 1
+    min_input_size: int = 32
+    fixed_size: bool = False
+    fixed_clip_len: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, not {self.kind!r}")
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
@@ -85,13 +118,43 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def list_specs(kind: str | None = None) -> list[BackboneSpec]:
+    """Registered specs; ``kind`` ``image`` is an alias of ``frame`` (frame networks classify images)."""
     _load_builtin()
+    if kind == "image":
+        kind = "frame"
     return [s for s in REGISTRY.values() if kind is None or s.kind == kind]
 
 
 def _load_builtin() -> None:
-    # Importing the zoo modules registers their backbones.
+    # Importing the zoo package registers the built-in backbones.
     from pipeline.models import zoo  # noqa: F401
+
+
+# ----------------------------------------------------------------------------- helpers for builders
+
+
+def prefix_converter(prefix: str, drop: Iterable[str] = (), pattern: str | None = None) -> Callable[[dict], dict]:
+    """A ``convert_state``: prepend ``prefix`` to every key, dropping keys that start with
+    one of ``drop`` or match the regex ``pattern`` (the source classifier)."""
+    drop = tuple(drop)
+    rx = re.compile(pattern) if pattern else None
+
+    def convert(state: dict) -> dict:
+        return {prefix + k: v for k, v in state.items()
+                if not (drop and k.startswith(drop)) and not (rx and rx.match(k))}
+
+    return convert
+
+
+class StageGroup(nn.Module):
+    """A stage made of existing modules (and loose parameters such as a class token),
+    built on the fly by ``stage_modules()``: it holds references, never copies, and is
+    not registered in the backbone, so state-dict keys are unaffected."""
+
+    def __init__(self, modules: Iterable[nn.Module] = (), params: Iterable[nn.Parameter] = ()):
+        super().__init__()
+        self.parts = nn.ModuleList(list(modules))
+        self.loose = nn.ParameterList(list(params))
 
 
 class Backbone(nn.Module):
@@ -104,10 +167,35 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a pretrained state dict (already converted to this module's keys)."""
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected or missing:
-            raise UserError(
-                f"weights do not fit {type(self).__name__}: {len(missing)} missing keys "
-                f"(e.g. {', '.join(missing[:2])}), {len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})"
-            )
+        """Load a pretrained state dict (already converted to this module's keys).
+
+        Every key must be present with the same shape, both ways: a file from another
+        architecture is one clear :class:`UserError`, not a ``load_state_dict`` trace.
+        """
+        check_state_fits(self, state)
+        self.load_state_dict(state, strict=True)
+
+
+def check_state_fits(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise a one-line :class:`UserError` unless ``state`` matches ``module`` key for key and shape
+    for shape; the message says what differs (the caller prefixes which file and backbone)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and hasattr(state[k], "shape")
+             and tuple(state[k].shape) != tuple(own[k].shape)]
+    not_tensors = [k for k in state if k in own and not isinstance(state[k], torch.Tensor)]
+    if not (missing or unexpected or wrong or not_tensors):
+        return
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} tensors of another shape (e.g. {k}: file {tuple(state[k].shape)} vs "
+                     f"model {tuple(own[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:2])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:2])})")
+    if not_tensors:
+        parts.append(f"{len(not_tensors)} entries that are not tensors (e.g. {not_tensors[0]})")
+    raise UserError("; ".join(parts) + " (was it saved from another architecture?)")

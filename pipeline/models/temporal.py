@@ -50,6 +50,7 @@ class FramePooling(Backbone):
         self.net = frame_net
         self.feature_dim = feature_dim
         self.temporal = temporal
+        self.channels_last = False
         self.pool: nn.Module | None = None
         if temporal == "conv":
             self.pool = TemporalConv(feature_dim)
@@ -59,6 +60,8 @@ class FramePooling(Backbone):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = clip.shape
         frames = clip.transpose(1, 2).reshape(b * t, c, h, w)
+        if self.channels_last:  # set by `vtl train --channels-last`
+            frames = frames.contiguous(memory_format=torch.channels_last)
         feats = self.net(frames).reshape(b, t, -1)
         if self.pool is not None:
             return self.pool(feats)

@@ -7,13 +7,21 @@ A ``--weights`` value is, in this order of lookup:
    a. the file shipped inside an installed package, or
    b. the torch hub cache: ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``
       (where ``torch.hub`` and ``vtl weights fetch`` put downloads);
-3. a path to a file: raw weights for this backbone, or a checkpoint written by
-   ``vtl train`` (how users transfer from their own *source* datasets).
+3. a path to a file: raw weights for this backbone (official format or a plain
+   state dict), or a checkpoint written by ``vtl train`` (how users transfer from
+   their own *source* datasets: only its backbone part is used, so the source's
+   class count does not matter).
 
 Nothing is downloaded implicitly: a missing tag is one ``error:`` line giving the
 URL and the exact cache path to copy the file to. Every file is read with
 ``torch.load(weights_only=True)``, so a pickle payload in a checkpoint is refused,
-never executed.
+never executed. A file that does not fit the backbone (another architecture) is
+one ``error:`` line too.
+
+Official formats: torchvision files are plain state dicts of the full classifier
+(``fc.weight`` …); pytorchvideo ``.pyth`` files hold ``{"model_state": ...}``.
+Each spec's ``convert_state`` maps them onto the wrapper's keys (``net.`` prefix,
+classifier dropped); a tag's ``loader`` can replace that step (2D→3D inflation).
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from typing import Any
 import torch
 
 from pipeline.errors import UserError
-from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, get_spec
+from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, check_state_fits, get_spec
+from pipeline.progress import echo
 
 CHECKPOINT_KIND = "vtl-checkpoint"
+# Containers other training code wraps a state dict in (pytorchvideo/SlowFast: model_state).
+_STATE_KEYS = ("model_state", "state_dict", "model", "module")
 
 
 def hub_cache_dir() -> Path:
@@ -40,14 +51,14 @@ def cache_path(tag: WeightTag) -> Path | None:
 
 
 def local_path(tag: WeightTag) -> Path | None:
-    """Where this tag's file is on this machine, or None."""
+    """Where this tag's file is on this machine (packaged file first, then the hub cache), or None."""
     if tag.packaged is not None:
         try:
             p = tag.packaged()
-        except ImportError:
+        except Exception:  # the package is missing or broken: fall through to the cache
             p = None
-        if p is not None and p.is_file():
-            return p
+        if p is not None and Path(p).is_file():
+            return Path(p)
     cached = cache_path(tag)
     return cached if cached is not None and cached.is_file() else None
 
@@ -55,7 +66,8 @@ def local_path(tag: WeightTag) -> Path | None:
 def missing_message(spec: BackboneSpec, tag: WeightTag) -> str:
     where = cache_path(tag)
     if tag.url is None:
-        return f"weights {spec.name}:{tag.tag} ship in a package that is not installed"
+        return (f"weights {spec.name}:{tag.tag} ship in a package that is not installed here "
+                f"({tag.note or 'reinstall vtl'})")
     return (f"weights {spec.name}:{tag.tag} are not on this machine and vtl does not download during a run: "
             f"run `vtl weights fetch {spec.name}:{tag.tag}` where there is internet, or download {tag.url} "
             f"and copy it to {where}")
@@ -74,7 +86,7 @@ def resolve(spec: BackboneSpec, weights: str) -> Path | None:
     path = Path(weights).expanduser()
     if path.is_file():
         return path
-    tags = ", ".join(["none", *spec.weights]) or "none"
+    tags = ", ".join(["none", *spec.weights])
     raise UserError(f"--weights {weights!r} is neither a tag of {spec.name} ({tags}) nor an existing file")
 
 
@@ -94,6 +106,33 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND
 
 
+def unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a weights file: as is, or under ``model_state`` (pytorchvideo),
+    ``state_dict``, ``model``; a DDP ``module.`` prefix is removed."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a state dict (it holds a {type(obj).__name__})")
+    for _ in range(2):  # e.g. {"state_dict": {"model": ...}} at most
+        if any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _STATE_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise UserError(f"{path} holds no tensors: not a weights file")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _tag_for(spec: BackboneSpec, weights: str, path: Path) -> WeightTag | None:
+    """The tag ``weights`` names, or the tag whose official file name ``path`` has."""
+    if weights in spec.weights:
+        return spec.weights[weights]
+    return next((t for t in spec.weights.values() if t.filename and t.filename == path.name), None)
+
+
 def apply_weights(backbone: Backbone, spec: BackboneSpec, weights: str) -> None:
     """Load ``weights`` into ``backbone`` in place (no-op for ``none``)."""
     path = resolve(spec, weights)
@@ -101,23 +140,64 @@ def apply_weights(backbone: Backbone, spec: BackboneSpec, weights: str) -> None:
         return
     obj = load_file(path)
     if is_checkpoint(obj):
-        state = backbone_state_from_checkpoint(obj, spec, path)
-    else:
-        if not isinstance(obj, dict):
-            raise UserError(f"{path} is not a state dict")
-        state = spec.convert_state(obj) if spec.convert_state else obj
+        load_checkpoint_backbone(backbone, obj, spec, path)
+        return
+    state = unwrap_state(obj, path)
+    tag = _tag_for(spec, weights, path)
     try:
-        backbone.load_weights(state)
-    except RuntimeError as e:  # size mismatches from load_state_dict
+        if tag is not None and tag.loader is not None:
+            tag.loader(backbone, state)
+        else:
+            backbone.load_weights(spec.convert_state(state) if spec.convert_state else state)
+    except UserError as e:
+        raise UserError(f"{path} does not fit backbone {spec.name}: {e}") from None
+    except RuntimeError as e:  # a load_state_dict problem the checks above did not foresee
         raise UserError(f"{path} does not fit backbone {spec.name}: {str(e).splitlines()[-1][:200]}") from None
 
 
 def backbone_state_from_checkpoint(ckpt: dict, spec: BackboneSpec, path: Path) -> dict:
     """The backbone part of a ``vtl train`` checkpoint, checked against ``spec``."""
     if ckpt.get("backbone") != spec.name:
-        raise UserError(f"{path} was trained with backbone {ckpt.get('backbone')!r}, not {spec.name!r}")
+        raise UserError(f"{path} was trained with backbone {ckpt.get('backbone')!r}, not {spec.name!r}: "
+                        f"use --backbone {ckpt.get('backbone')} to start from it")
+    model = ckpt.get("model")
+    if not isinstance(model, dict):
+        raise UserError(f"{path} is a vtl checkpoint without model weights")
     prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
+
+
+def load_checkpoint_backbone(backbone: Backbone, ckpt: dict, spec: BackboneSpec, path: Path) -> None:
+    """Start from the backbone of a ``vtl train`` checkpoint (the source run's head is not used).
+
+    For a frame backbone the learnable temporal head (``--temporal conv|attention``) is
+    carried over when source and target use the same one, and left at its initial value
+    (average pooling) otherwise.
+    """
+    state = backbone_state_from_checkpoint(ckpt, spec, path)
+    pool = getattr(backbone, "pool", None)
+    if hasattr(backbone, "temporal"):  # FramePooling: net.* is the frame network, pool.* the temporal head
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        pool_state = {k[len("pool."):]: v for k, v in state.items() if k.startswith("pool.")}
+        _load_checked(backbone.net, net_state, spec, path)
+        if pool is not None and pool_state and ckpt.get("temporal") == backbone.temporal:
+            _load_checked(pool, pool_state, spec, path)
+        elif pool_state or pool is not None:
+            echo(f"weights: {path.name}: temporal head {ckpt.get('temporal')!r} not carried over to "
+                 f"{backbone.temporal!r} (it starts as average pooling)")
+        return
+    _load_checked(backbone, state, spec, path)
+
+
+def _load_checked(module: torch.nn.Module, state: dict, spec: BackboneSpec, path: Path) -> None:
+    try:
+        check_state_fits(module, state)
+    except UserError as e:
+        raise UserError(f"{path} does not fit backbone {spec.name}: {e}") from None
+    module.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------- fetch / import
 
 
 def sha256(path: Path) -> str:
@@ -128,9 +208,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verify_hash(path: Path, tag: WeightTag, what: str) -> None:
+    """Check ``path`` against the tag's published sha256 prefix (a no-op where none is published)."""
+    prefix = tag.hash_prefix
+    if prefix and not sha256(path).startswith(prefix):
+        raise UserError(f"{path} does not match the published sha256 of {what} (expected prefix {prefix}): "
+                        "a different or damaged file")
+
+
 def fetch(name_tag: str) -> Path:
     """Download a tag into the torch hub cache (needs internet), checking its hash."""
     spec, tag = parse_name_tag(name_tag)
+    what = f"{spec.name}:{tag.tag}"
     if tag.url is None:
         path = local_path(tag)
         if path is None:
@@ -139,34 +228,60 @@ def fetch(name_tag: str) -> Path:
     dest = cache_path(tag)
     assert dest is not None
     if dest.is_file():
+        verify_hash(dest, tag, what)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(tag.url, str(dest), hash_prefix=tag.sha256_prefix, progress=True)
-    except Exception as e:
-        raise UserError(f"could not download {tag.url} ({str(e)[:120]}); offline, copy the file to {dest}") from None
+        # Verifies tag.hash_prefix itself, and only moves the file into place when it matches.
+        torch.hub.download_url_to_file(tag.url, str(dest), hash_prefix=tag.hash_prefix, progress=True)
+    except RuntimeError as e:
+        if "invalid hash" in str(e):
+            raise UserError(f"the download of {tag.url} does not match its published sha256 prefix "
+                            f"{tag.hash_prefix}; nothing was saved") from None
+        raise UserError(f"could not download {tag.url} ({str(e)[:120]}); offline, download it elsewhere and "
+                        f"copy it to {dest} (or `vtl weights import FILE --backbone {spec.name} --tag {tag.tag}`)"
+                        ) from None
+    except Exception as e:  # URLError, timeouts, …
+        raise UserError(f"could not download {tag.url} ({str(e)[:120]}); offline, download it elsewhere and "
+                        f"copy it to {dest} (or `vtl weights import FILE --backbone {spec.name} --tag {tag.tag}`)"
+                        ) from None
     return dest
 
 
 def import_file(src: Path, backbone: str, tag_name: str) -> Path:
-    """Copy a downloaded weights file to where the resolver looks for ``backbone:tag``."""
-    spec = get_spec(backbone)
-    if tag_name not in spec.weights:
-        raise UserError(f"{backbone} has no weight tag {tag_name!r} (tags: {', '.join(spec.weights) or 'none'})")
-    tag = spec.weights[tag_name]
+    """Copy a downloaded weights file to where the resolver looks for ``backbone:tag``,
+    after checking it: readable with ``weights_only``, its published hash, and (for plain
+    tags) that its tensors fit the backbone."""
+    spec, tag = parse_name_tag(f"{backbone}:{tag_name}")
     dest = cache_path(tag)
     if dest is None:
         raise UserError(f"{backbone}:{tag_name} ships in a package; there is nothing to import")
-    obj = load_file(src)  # refuse anything that is not a plain weights file before copying
-    if not isinstance(obj, dict):
-        raise UserError(f"{src} is not a state dict")
-    if tag.sha256_prefix and not sha256(src).startswith(tag.sha256_prefix):
-        raise UserError(f"{src} does not match the published hash of {backbone}:{tag_name}")
+    state = unwrap_state(load_file(src), src)  # refuse anything that is not a plain weights file
+    verify_hash(src, tag, f"{backbone}:{tag_name}")
+    if tag.loader is None:
+        _check_fits_on_meta(spec, state, src)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(dest)
     return dest
+
+
+def _check_fits_on_meta(spec: BackboneSpec, state: dict, src: Path) -> None:
+    """Compare keys and shapes with the backbone built on the meta device (no memory, no init cost)."""
+    from pipeline.models.classifier import build_backbone
+
+    try:
+        with torch.device("meta"):
+            bb = build_backbone(spec)
+    except Exception:  # a builder that cannot run on meta: skip the check, loading will do it
+        return
+    inner = getattr(bb, "net", bb) if hasattr(bb, "temporal") else bb
+    converted = spec.convert_state(state) if spec.convert_state else state
+    try:
+        check_state_fits(inner, converted)
+    except UserError as e:
+        raise UserError(f"{src} does not fit backbone {spec.name}: {e}") from None
 
 
 def parse_name_tag(name_tag: str) -> tuple[BackboneSpec, WeightTag]:

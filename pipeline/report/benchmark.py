@@ -211,7 +211,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
 
     # Ranking of sources: measured and predicted.
     predicted = {t["source"]: t.get("predicted_rank") for t in transferability}
-    rank_rows = [{**e, "predicted_rank": predicted.get(e["source"], "n/a"),
+    rank_rows = [{**e, "predicted_rank": "n/a" if _missing(predicted.get(e["source"])) else predicted[e["source"]],
                   "logme": _fmt_opt(scores.get(e["source"], {}).get("logme")),
                   "leep": _fmt_opt(scores.get(e["source"], {}).get("leep")),
                   "mean_txt": f"{e['mean']:.3f} ± {e['spread']:.3f}",
@@ -245,14 +245,15 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
     else:
         neg = "- none: no source × strategy is below scratch by more than the seed spread."
     seeds = sorted({int(r["seed"]) for r in rows})
-    small = (f"\nThe test split has {num_test_videos} videos: one video more or less right moves top-1 by "
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != SCRATCH))
+    small = (f" The test split has {num_test_videos} videos: one video more or less right moves top-1 by "
              f"{1 / num_test_videos:.3f}." if num_test_videos else "")
     text = f"""# Benchmark of transfer sources on {workspace_name}
 
-{len(rows)} cells: {len(ranking)} source(s) × strategies × {len({float(r['fraction']) for r in rows})} label
-fraction(s) × {len(seeds)} seed(s), plus the scratch baseline of each backbone. Top-1 and mean class accuracy
-are video-level on the test split; ± is the standard deviation over seeds.{small}
-How to read this report: docs/benchmark.md.
+{len(rows)} cells: {len(ranking)} source(s) × {len(strategies)} strategy(ies) ({", ".join(strategies)})
+× {len({float(r['fraction']) for r in rows})} label fraction(s) × {len(seeds)} seed(s), plus the scratch baseline
+of each backbone. Top-1 and mean class accuracy are video-level on the test split; ± is the standard
+deviation over seeds.{small} How to read this report: docs/benchmark.md.
 
 ## Ranking of sources
 

@@ -8,7 +8,7 @@ from typing import Any
 
 def fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
     return str(value)
 
 

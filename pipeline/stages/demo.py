@@ -81,7 +81,7 @@ def _target_runs(plan: DemoPlan, source_ckpt: Path) -> list[tuple[str, str, Trai
                      batch_size=32, input_size=plan.frame_size, name="imagenet-linear")),
         (f"{f} ImageNet, fine-tune", "imagenet1k",
          TrainConfig(backbone=f, strategy="finetune", weights="imagenet1k", epochs=plan.target_epochs // 2,
-                     lr=3e-3, backbone_lr_mult=0.1, batch_size=16, input_size=plan.frame_size, augment="crop",
+                     lr=1e-3, backbone_lr_mult=0.1, batch_size=16, input_size=plan.frame_size, augment="crop",
                      name="imagenet-finetune")),
         (f"{v} synthetic-source, fine-tune", str(source_ckpt),
          TrainConfig(backbone=v, strategy="finetune", weights=str(source_ckpt), epochs=plan.target_epochs,
@@ -111,7 +111,7 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
         metrics = run_evaluate(target_ws, cfg.run_name)
         summary.append({"name": name, "backbone": cfg.backbone, "source": source, "strategy": cfg.strategy,
                         "top1": metrics["video_top1"], "mean_class_accuracy": metrics["video_mean_class_accuracy"],
-                        "train_seconds": round(trained["train_seconds"], 1), "run": cfg.run_name})
+                        "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name})
     write_json(out / "summary.json", summary)
     report = _write_report(out, summary, pre, time.perf_counter() - t0, target_ws)
     return report

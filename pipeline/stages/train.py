@@ -9,35 +9,36 @@ the validation split is ``best.pt``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import math
+import os
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.cache import ClipCache, FeatureCache
 from pipeline.data.datasets import ClipDataset, FeatureDataset
 from pipeline.data.transforms import AUGMENTATIONS, build_transform
-from pipeline.engine import checkpoint
-from pipeline.engine.loop import extract_features, predict, train_one_epoch
-from pipeline.engine.metrics import summarize
+from pipeline.engine import distributed
+from pipeline.engine.distributed import DistInfo
+from pipeline.engine.loop import extract_features
+from pipeline.engine.trainer import Speed, fit
 from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.models.temporal import TEMPORAL_POOLINGS
-from pipeline.progress import echo, warn
+from pipeline.progress import warn
 from pipeline.report.runs import leakage_warning
 from pipeline.stages.sample import latest_sampling
 from pipeline.transfer.strategies import Strategy
-from pipeline.workspace import Workspace, write_text
+from pipeline.workspace import Workspace
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
     batch_size: int = 8
     weight_decay: float = 1e-4
     backbone_lr_mult: float = 0.1
+    layer_decay: float | None = None  # finetune/partial/gradual: stage k of K trains at lr × D^(K-k)
+    unfreeze_every: int = 1  # gradual: epochs between unfreezing one more stage
     label_smoothing: float = 0.0
     dropout: float = 0.0
     fraction: float = 1.0
@@ -59,12 +62,17 @@ class TrainConfig:
     input_size: int | None = None  # None: the backbone's default
     augment: str = "standard"
     sampling: str | None = None  # clip-cache key; None: the latest `vtl sample`
-    workers: int = 0
+    workers: int | None = None  # DataLoader processes; None: chosen for the machine
     name: str | None = None
-    extra: dict = field(default_factory=dict)
+    patience: int | None = None  # early stopping: epochs without a validation gain
+    clip_grad: float | None = None  # max gradient norm
+    warmup: float = 0.1  # share of the steps spent warming the LR up (then cosine decay)
+    amp: bool = False  # autocast: bf16 on CPU/recent GPUs, fp16 + loss scaling otherwise
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the trained module
 
     def __post_init__(self) -> None:
-        Strategy(self.strategy, self.freeze_to, self.backbone_lr_mult)  # validates the strategy
+        self.make_strategy()  # validates the strategy and its options
         get_spec(self.backbone)  # validates the name
         if self.temporal not in TEMPORAL_POOLINGS:
             raise UserError(f"unknown --temporal {self.temporal!r}; choose one of {', '.join(TEMPORAL_POOLINGS)}")
@@ -77,8 +85,16 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.lr <= 0:
             raise UserError("--lr must be positive")
+        if not 0.0 <= self.warmup < 1.0:
+            raise UserError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.patience is not None and self.patience <= 0:
+            raise UserError("--patience must be positive")
         if self.strategy == "scratch" and self.weights not in (None, "none"):
             raise UserError("--strategy scratch trains from random initialisation: drop --weights")
+
+    def make_strategy(self) -> Strategy:
+        return Strategy(self.strategy, self.freeze_to, self.backbone_lr_mult, layer_decay=self.layer_decay,
+                        unfreeze_every=self.unfreeze_every)
 
     @property
     def run_name(self) -> str:
@@ -101,8 +117,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def loader_workers(requested: int | None, info: DistInfo) -> int:
+    """DataLoader processes: clips are already decoded, so on a CPU the cores are better
+    spent on compute (0); on a GPU a few workers per process keep it fed."""
+    if requested is not None:
+        return requested
+    if not torch.cuda.is_available():
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, info.world_size) - 1))
 
 
 # ----------------------------------------------------------------------------- data
@@ -149,20 +171,28 @@ def feature_key(backbone: str, weights: str, temporal: str, sampling: str, size:
 
 
 def cached_features(ws: Workspace, model: Classifier, cache: ClipCache, splits: dict[str, Split],
-                    key: str, size: int, mean, std, batch_size: int, workers: int) -> FeatureCache:
-    """Backbone features of every view of every video, extracted once per key."""
+                    key: str, size: int, mean, std, batch_size: int, info: DistInfo,
+                    speed: Speed) -> FeatureCache:
+    """Backbone features of every view of every video, extracted once per key (each DDP rank
+    extracts its share; rank 0 writes the cache)."""
     fc = FeatureCache(ws.features_dir(key))
     transform = build_transform(size, mean, std, train=False)
-    dev = device()
+    dev = distributed.device(info)
     model.backbone.to(dev)
     for name, split in splits.items():
         if fc.has(name) or not split.ids:
             continue
         ds = ClipDataset(cache, split.ids, split.labels, transform, train=False)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-        feats = extract_features(model.backbone, loader, dev, desc=f"features {name}")
+        order = list(range(info.rank, len(ds), info.world_size))
+        loader = DataLoader(Subset(ds, order), batch_size=batch_size)
+        feats = extract_features(model.backbone, loader, dev, desc=f"features {name}", amp=speed.amp,
+                                 memory_format=speed.memory_format)
+        feats, order_all = distributed.gather_arrays(info, feats, np.asarray(order, dtype=np.int64))
+        feats = feats[np.argsort(order_all)]  # back to dataset order
         views = [len(cache.read(i)) for i in split.ids]
-        fc.write(name, split.ids, feats, np.concatenate([[0], np.cumsum(views)]))
+        if info.is_main:
+            fc.write(name, split.ids, feats, np.concatenate([[0], np.cumsum(views)]))
+        distributed.barrier(info)
     return fc
 
 
@@ -171,6 +201,7 @@ def cached_features(ws: Workspace, model: Classifier, cache: ClipCache, splits: 
 
 def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict[str, Any]:
     ws.require_prepared()
+    info = distributed.setup()
     classes = ws.classes()
     sampling = cfg.sampling or latest_sampling(ws)
     cache = ClipCache(ws.clips_dir(sampling))
@@ -185,15 +216,21 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
         warn(caveat)
     size = cfg.input_size or spec.input_size
     out = ws.train_dir(cfg.run_name)
-    with ws.lock("train"):
+    speed = Speed.choose(distributed.device(info), amp=cfg.amp, channels_last=cfg.channels_last,
+                         video=spec.kind == "video")
+    # Only rank 0 writes, so only rank 0 holds the workspace lock.
+    with ws.lock("train") if info.is_main else contextlib.nullcontext():
         seed_everything(cfg.seed)
         splits = load_splits(ws, cache, classes, cfg.fraction, cfg.seed)
         model, _ = build_model(cfg.backbone, len(classes), weights=weights, temporal=cfg.temporal,
                                dropout=cfg.dropout)
-        strategy = Strategy(cfg.strategy, cfg.freeze_to, cfg.backbone_lr_mult)
+        speed.prepare(model)
+        strategy = cfg.make_strategy()
         run_config = {**asdict(cfg), "weights": weights, "sampling": sampling,
                       "sampling_params": cache.params()["sampling"], "input_size": size,
                       "classes": classes, "media": ws.media}
+        for volatile in ("workers", "amp", "channels_last", "compile"):  # speed, not results: may change on resume
+            run_config.pop(volatile)
         fkey = None
         if strategy.frozen_backbone:
             if cfg.temporal in ("conv", "attention"):
@@ -201,14 +238,13 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
             fkey = feature_key(cfg.backbone, weights, cfg.temporal, sampling, size)
             fc = cached_features(ws, model, cache, splits, fkey, size, spec.mean, spec.std, cfg.batch_size,
-                                 cfg.workers)
+                                 info, speed)
             loaders = _feature_loaders(fc, splits, cfg)
             trained: nn.Module = model.head
         else:
-            loaders = _clip_loaders(cache, splits, cfg, size, spec.mean, spec.std)
+            loaders = _clip_loaders(cache, splits, cfg, size, spec.mean, spec.std, loader_workers(cfg.workers, info))
             trained = model
-        result = _fit(out, model, trained, strategy, loaders, cfg, run_config, fkey, restart=restart)
-    return result
+        return fit(out, model, trained, strategy, loaders, cfg, run_config, fkey, info, speed, restart=restart)
 
 
 def _feature_loaders(fc: FeatureCache, splits: dict[str, Split], cfg: TrainConfig) -> dict[str, DataLoader]:
@@ -228,7 +264,7 @@ def _feature_loaders(fc: FeatureCache, splits: dict[str, Split], cfg: TrainConfi
 
 
 def _clip_loaders(cache: ClipCache, splits: dict[str, Split], cfg: TrainConfig, size: int, mean,
-                  std) -> dict[str, DataLoader]:
+                  std, workers: int) -> dict[str, DataLoader]:
     loaders = {}
     for name, split in splits.items():
         if not split.ids:
@@ -236,87 +272,8 @@ def _clip_loaders(cache: ClipCache, splits: dict[str, Split], cfg: TrainConfig, 
         train = name == "train"
         transform = build_transform(size, mean, std, train=train, augment=cfg.augment)
         ds = ClipDataset(cache, split.ids, split.labels, transform, train=train)
-        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, num_workers=cfg.workers,
+        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, num_workers=workers,
                                    generator=torch.Generator().manual_seed(cfg.seed),
                                    drop_last=train and len(ds) > cfg.batch_size,
-                                   persistent_workers=cfg.workers > 0)
+                                   pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     return loaders
-
-
-def _fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, loaders: dict[str, DataLoader],
-         cfg: TrainConfig, run_config: dict, fkey: str | None, *, restart: bool) -> dict[str, Any]:
-    dev = device()
-    model.to(dev)
-    groups = strategy.param_groups(model, cfg.lr)
-    if strategy.frozen_backbone:
-        groups = [g for g in groups if g["name"] == "head"]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * len(loaders["train"])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(steps, 1), pct_start=0.1,
-        anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    history: list[dict] = []
-    start_epoch, best = 0, -1.0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.is_file() and not restart:
-        state = checkpoint.load(last_path)
-        if state["config"] != run_config:
-            raise UserError(f"{out} holds a run with other settings; use --restart or another --name")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"])
-        start_epoch, best, history = state["epoch"], state["best_val_top1"], list(state["history"])
-        if start_epoch >= cfg.epochs:
-            echo(f"train: {out} already finished ({cfg.epochs} epochs); --restart to train again")
-            return _result(out, history, best)
-        echo(f"train: resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
-    write_text(out / "config.yaml", _yaml(run_config))
-    seconds = history[-1]["train_seconds"] if history else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
-        # uninterrupted run would have (shuffling, view draws, augmentation).
-        torch.manual_seed(cfg.seed * 100003 + epoch)
-        loaders["train"].generator.manual_seed(cfg.seed * 100003 + epoch)
-        t0 = time.perf_counter()
-        strategy.set_train_mode(model)
-        stats = train_one_epoch(trained, loaders["train"], optimizer, scheduler, criterion, dev,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        seconds += time.perf_counter() - t0
-        val = _validate(trained, loaders.get("val") or loaders["train"], dev, len(run_config["classes"]))
-        record = {"epoch": epoch + 1, **stats, "val_top1": val["video_top1"],
-                  "val_mean_class_accuracy": val["video_mean_class_accuracy"], "lr": scheduler.get_last_lr()[0],
-                  "train_seconds": round(seconds, 3)}
-        history.append(record)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": checkpoint.rng_state(),
-                 "config": run_config, "classes": run_config["classes"], "backbone": cfg.backbone,
-                 "weights": run_config["weights"], "temporal": cfg.temporal, "feature_key": fkey,
-                 "history": history}
-        if record["val_top1"] > best:
-            best = record["val_top1"]
-            state["best_val_top1"] = best
-            checkpoint.save(best_path, {**state, "optimizer": {}, "scheduler": {}})
-        state["best_val_top1"] = best
-        checkpoint.save(last_path, state)
-        write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        echo(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.3f} train {stats['train_top1']:.3f} "
-             f"val {record['val_top1']:.3f} ({stats['clips_per_s']:.1f} clips/s)")
-    return _result(out, history, best)
-
-
-def _validate(model: nn.Module, loader: DataLoader, dev: torch.device, num_classes: int) -> dict:
-    probs, labels, videos = predict(model, loader, dev, desc="validate")
-    return summarize(probs, labels, videos, num_classes)
-
-
-def _result(out: Path, history: list[dict], best: float) -> dict[str, Any]:
-    return {"run_dir": str(out), "best_val_top1": best, "epochs": len(history),
-            "train_seconds": history[-1]["train_seconds"] if history else 0.0}
-
-
-def _yaml(obj: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(obj, sort_keys=False)
