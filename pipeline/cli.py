@@ -197,7 +197,9 @@ def train(workspace: Path, restart: bool, **options) -> None:
 
 @cli.command(short_help="4. Score a run: top-1/5, mean class accuracy, confusion matrix")
 @WORKSPACE
-@click.option("--run", default=None, help="Run name under WORKSPACE/train (default: the latest).")
+@click.option("--run", "--name", "run", default=None,
+              help="Run name under WORKSPACE/train (default: the latest). Under torchrun write --name: "
+                   "torchrun's own parser mistakes --run for its --run-path.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--views", default=None,

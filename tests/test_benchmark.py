@@ -310,6 +310,15 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     assert (ws / "eval" / victim / "metrics.json").is_file() and (out / "report.md").is_file()
     assert [r["top1"] for r in _results(ws)] == [r["top1"] for r in rows]  # the same numbers again
 
+    # A finished cell counts only for the settings it was trained with: change one and it is stale.
+    from pipeline.stages.benchmark import _stale, load_sources, plan
+    from pipeline.workspace import Workspace
+
+    cells = plan(load_sources(sources), ("linear",), (1.0,), 2)
+    assert [_stale(Workspace(ws), c) for c in cells] == [[]] * 4
+    cells[0].options = {**cells[0].options, "lr": 0.5}
+    assert _stale(Workspace(ws), cells[0]) == ["lr"]
+
 
 @pytest.mark.slow
 def test_parallel_cells_run_in_subprocesses_and_extend_the_grid(bench) -> None:
