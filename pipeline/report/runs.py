@@ -40,6 +40,8 @@ def collect(ws: Workspace) -> list[dict[str, Any]]:
     rows = []
     for metrics_path in sorted((ws.root / "eval").glob("*/metrics.json")):
         folder = metrics_path.parent
+        if folder.name.startswith("bench-"):  # benchmark cells have their own report
+            continue
         info_path = folder / "info.json"
         if not info_path.is_file():
             continue

@@ -237,7 +237,10 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
                 raise UserError("--strategy linear trains only the head on cached features; a learnable "
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
             fkey = feature_key(cfg.backbone, weights, cfg.temporal, sampling, size)
-            fc = cached_features(ws, model, cache, splits, fkey, size, spec.mean, spec.std, cfg.batch_size,
+            # Features of the whole splits: a --fraction subset only selects rows of them, so
+            # every fraction and seed of a benchmark shares one cache.
+            everything = splits if cfg.fraction == 1.0 else load_splits(ws, cache, classes, 1.0, cfg.seed)
+            fc = cached_features(ws, model, cache, everything, fkey, size, spec.mean, spec.std, cfg.batch_size,
                                  info, speed)
             loaders = _feature_loaders(fc, splits, cfg)
             trained: nn.Module = model.head

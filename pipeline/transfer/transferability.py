@@ -133,6 +133,11 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     the classes present in ``labels``. Computed in float64 throughout.
     """
     f = _as_matrix(features, "logme", "features")
+    # The maximised evidence is invariant to scaling the features (alpha absorbs it), so
+    # normalise: features around 1e14 would otherwise underflow beta.
+    scale = float(np.std(f))
+    if scale > 0:
+        f = f / scale
     n, d = f.shape
     y_int = _as_labels(labels, n, "logme")
     u, s, _ = np.linalg.svd(f, full_matrices=False)
