@@ -41,8 +41,11 @@ NAMES = {"a": "(a) vtl sampler (decoders.read)", "b": "(b) PyAV decode all + rgb
 
 
 def find_videos(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in VIDEO_EXTS and "edge_cases" not in p.relative_to(root).parts)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTS and "edge_cases" not in p.relative_to(root).parts
+    )
 
 
 def decode_all(path: Path, indices: list[int], size: tuple[int, int] | None, rgb: bool):
@@ -64,8 +67,12 @@ def decode_all(path: Path, indices: list[int], size: tuple[int, int] | None, rgb
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--videos", type=Path, default=REPO / ".." / "shared" / "data" / "videos",
-                    help="folder of videos (default: ../shared/data/videos from the repo root)")
+    ap.add_argument(
+        "--videos",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "videos",
+        help="folder of videos (default: ../shared/data/videos from the repo root)",
+    )
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--short-side", type=int, default=None, help="resize so the short side is this (default: none)")
@@ -98,7 +105,7 @@ def main() -> None:
     count_ext = defaultdict(int)
     for r in range(args.repeats):
         for k, (path, ext, idx, size, backend, _) in enumerate(jobs):
-            order = METHODS[(r + k) % 3:] + METHODS[:(r + k) % 3]  # rotate who goes first
+            order = METHODS[(r + k) % 3 :] + METHODS[: (r + k) % 3]  # rotate who goes first
             for m in order:
                 t0 = time.perf_counter()
                 runs[m](path, idx, size, backend)
@@ -114,10 +121,14 @@ def main() -> None:
     except OSError:
         load = float("nan")
     frames = sum(j[5] for j in jobs)
-    print(f"videos: {len(jobs)} under {root} ({frames} frames in all; skipped {len(skipped)}), "
-          f"{args.frames} frames/clip, short side {args.short_side or 'native'}, {args.repeats} repeats")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f} at the end, "
-          f"PyAV {av.__version__}, decoder threads 1")
+    print(
+        f"videos: {len(jobs)} under {root} ({frames} frames in all; skipped {len(skipped)}), "
+        f"{args.frames} frames/clip, short side {args.short_side or 'native'}, {args.repeats} repeats"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f} at the end, "
+        f"PyAV {av.__version__}, decoder threads 1"
+    )
     print()
     print("| method | clips/s | ms/clip |")
     print("|---|---:|---:|")
@@ -132,8 +143,10 @@ def main() -> None:
         c = count_ext[ext]
         r_ = {m: c / by_ext[ext][m] for m in METHODS}
         backends = ",".join(sorted({j[4] for j in jobs if j[1] == ext}))
-        print(f"| {ext} | {c // args.repeats} | {backends} | {r_['a']:.1f} | {r_['b']:.1f} | {r_['c']:.1f} "
-              f"| {r_['a'] / r_['b']:.2f}× | {r_['a'] / r_['c']:.2f}× |")
+        print(
+            f"| {ext} | {c // args.repeats} | {backends} | {r_['a']:.1f} | {r_['b']:.1f} | {r_['c']:.1f} "
+            f"| {r_['a'] / r_['b']:.2f}× | {r_['a'] / r_['c']:.2f}× |"
+        )
     if skipped:
         print()
         print("skipped: " + "; ".join(skipped))

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Prepare HMDB51 for vtl: check/extract the downloaded archives, then `vtl prepare` + `vtl sample`.
+#
+#   scripts/prepare_hmdb51.sh DATA_DIR WORKSPACE [FOLD]
+#
+# DATA_DIR must hold (downloading is yours, from the Serre lab's HMDB51 page at Brown University):
+#   hmdb51_org.rar (one .rar per class inside; both levels are extracted here with unrar or 7z)
+#     or the extracted class folders: hmdb51/<class>/<video>.avi, or <class>/<video>.avi directly in DATA_DIR
+#   testTrainMulti_7030_splits/   or   test_train_splits.rar (extracted here)
+# Env: VTL (default: vtl), FRAMES (16), SHORT_SIDE (128), CLIPS (3), WORKERS (min(4, CPUs)).
+set -euo pipefail
+
+usage() {
+    echo "usage: $(basename "$0") DATA_DIR WORKSPACE [FOLD]   (FOLD: 1, 2 or 3; default 1)" >&2
+    exit 2
+}
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+[[ $# -ge 2 && $# -le 3 ]] || usage
+DATA_DIR=$1
+WORKSPACE=$2
+FOLD=${3:-1}
+[[ $FOLD =~ ^[123]$ ]] || usage
+[[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
+
+VTL=${VTL:-vtl}
+FRAMES=${FRAMES:-16}
+SHORT_SIDE=${SHORT_SIDE:-128}
+CLIPS=${CLIPS:-3}
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WORKERS=${WORKERS:-$((NCPU < 4 ? NCPU : 4))}
+
+extract_rar() { # archive dest
+    if command -v unrar >/dev/null 2>&1; then
+        unrar x -o+ -idq "$1" "$2/"
+    elif command -v 7z >/dev/null 2>&1; then
+        7z x -y -o"$2" "$1" >/dev/null
+    else
+        die "cannot extract $1: install unrar or 7z (p7zip), or extract it yourself into $2"
+    fi
+}
+extract_zip() { # archive dest
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q -o "$1" -d "$2"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m zipfile -e "$1" "$2"
+    else
+        die "cannot extract $1: install unzip, or extract it yourself into $2"
+    fi
+}
+
+has_class_dirs() { # folder: true if some subfolder holds .avi files
+    [[ -d $1 ]] && [[ -n $(find "$1" -mindepth 2 -maxdepth 2 -iname '*.avi' -print -quit 2>/dev/null) ]]
+}
+
+ROOT=""
+if has_class_dirs "$DATA_DIR/hmdb51"; then
+    ROOT=$DATA_DIR/hmdb51
+elif has_class_dirs "$DATA_DIR"; then
+    ROOT=$DATA_DIR
+fi
+SPLITS=$DATA_DIR/testTrainMulti_7030_splits
+missing=()
+[[ -n $ROOT || -f $DATA_DIR/hmdb51_org.rar ]] ||
+    missing+=("the videos: hmdb51_org.rar (HMDB51 from the Serre lab's HMDB51 page at Brown University), saved as $DATA_DIR/hmdb51_org.rar, or its class folders extracted to $DATA_DIR/hmdb51/<class>/")
+[[ -d $SPLITS || -f $DATA_DIR/test_train_splits.rar ]] ||
+    missing+=("the official three splits: test_train_splits.rar (same HMDB51 page), saved as $DATA_DIR/test_train_splits.rar or extracted to $SPLITS/")
+if ((${#missing[@]})); then
+    echo "error: $DATA_DIR does not hold the HMDB51 files vtl needs. Download and put there:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+
+if [[ -z $ROOT ]]; then
+    echo "extracting $DATA_DIR/hmdb51_org.rar ..."
+    mkdir -p "$DATA_DIR/hmdb51_org" "$DATA_DIR/hmdb51"
+    extract_rar "$DATA_DIR/hmdb51_org.rar" "$DATA_DIR/hmdb51_org"
+    shopt -s nullglob
+    class_rars=("$DATA_DIR"/hmdb51_org/*.rar "$DATA_DIR"/hmdb51_org/*/*.rar)
+    shopt -u nullglob
+    ((${#class_rars[@]})) || die "$DATA_DIR/hmdb51_org.rar held no per-class .rar archives"
+    for r in "${class_rars[@]}"; do
+        extract_rar "$r" "$DATA_DIR/hmdb51"
+    done
+    ROOT=$DATA_DIR/hmdb51
+    has_class_dirs "$ROOT" || die "extracting the class archives left no <class>/*.avi under $ROOT/"
+fi
+if [[ ! -d $SPLITS ]]; then
+    echo "extracting $DATA_DIR/test_train_splits.rar ..."
+    extract_rar "$DATA_DIR/test_train_splits.rar" "$DATA_DIR"
+    [[ -d $SPLITS ]] || die "test_train_splits.rar did not unpack to $SPLITS/"
+fi
+
+command -v "$VTL" >/dev/null 2>&1 || die "'$VTL' not found: install vtl or set VTL=/path/to/vtl"
+set -x
+"$VTL" prepare "$WORKSPACE" --format hmdb51 --root "$ROOT" --splits "$SPLITS" --fold "$FOLD" --workers "$WORKERS"
+"$VTL" sample "$WORKSPACE" --frames "$FRAMES" --sampling uniform --short-side "$SHORT_SIDE" \
+    --clips-per-video "$CLIPS" --workers "$WORKERS"

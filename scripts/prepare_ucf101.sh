@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Prepare UCF101 for vtl: check/extract the downloaded archives, then `vtl prepare` + `vtl sample`.
+#
+#   scripts/prepare_ucf101.sh DATA_DIR WORKSPACE [FOLD]
+#
+# DATA_DIR must hold (downloading is yours, from the UCF CRCV website's UCF101 page):
+#   UCF-101/<Class>/v_<Class>_gXX_cYY.avi   or   UCF101.rar (extracted here with unrar or 7z)
+#   ucfTrainTestlist/                       or   UCF101TrainTestSplits-RecognitionTask.zip (unzipped here)
+# Env: VTL (default: vtl), FRAMES (16), SHORT_SIDE (128), CLIPS (3), WORKERS (min(4, CPUs)).
+set -euo pipefail
+
+usage() {
+    echo "usage: $(basename "$0") DATA_DIR WORKSPACE [FOLD]   (FOLD: 1, 2 or 3; default 1)" >&2
+    exit 2
+}
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+[[ $# -ge 2 && $# -le 3 ]] || usage
+DATA_DIR=$1
+WORKSPACE=$2
+FOLD=${3:-1}
+[[ $FOLD =~ ^[123]$ ]] || usage
+[[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
+
+VTL=${VTL:-vtl}
+FRAMES=${FRAMES:-16}
+SHORT_SIDE=${SHORT_SIDE:-128}
+CLIPS=${CLIPS:-3}
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WORKERS=${WORKERS:-$((NCPU < 4 ? NCPU : 4))}
+
+extract_rar() { # archive dest
+    if command -v unrar >/dev/null 2>&1; then
+        unrar x -o+ -idq "$1" "$2/"
+    elif command -v 7z >/dev/null 2>&1; then
+        7z x -y -o"$2" "$1" >/dev/null
+    else
+        die "cannot extract $1: install unrar or 7z (p7zip), or extract it yourself into $2"
+    fi
+}
+extract_zip() { # archive dest
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q -o "$1" -d "$2"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m zipfile -e "$1" "$2"
+    else
+        die "cannot extract $1: install unzip, or extract it yourself into $2"
+    fi
+}
+
+ROOT=$DATA_DIR/UCF-101
+SPLITS=$DATA_DIR/ucfTrainTestlist
+missing=()
+[[ -d $ROOT || -f $DATA_DIR/UCF101.rar ]] ||
+    missing+=("the videos: UCF101.rar (UCF101 from the UCF CRCV website), saved as $DATA_DIR/UCF101.rar or extracted to $ROOT/")
+[[ -d $SPLITS || -f $DATA_DIR/UCF101TrainTestSplits-RecognitionTask.zip ]] ||
+    missing+=("the official splits: UCF101TrainTestSplits-RecognitionTask.zip (\"Train/Test Splits for Action Recognition\" on the same UCF CRCV UCF101 page), saved as $DATA_DIR/UCF101TrainTestSplits-RecognitionTask.zip or extracted to $SPLITS/")
+if ((${#missing[@]})); then
+    echo "error: $DATA_DIR does not hold the UCF101 files vtl needs. Download and put there:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+
+if [[ ! -d $ROOT ]]; then
+    echo "extracting $DATA_DIR/UCF101.rar ..."
+    extract_rar "$DATA_DIR/UCF101.rar" "$DATA_DIR"
+    [[ -d $ROOT ]] || die "$DATA_DIR/UCF101.rar did not unpack to $ROOT/"
+fi
+if [[ ! -d $SPLITS ]]; then
+    echo "extracting $DATA_DIR/UCF101TrainTestSplits-RecognitionTask.zip ..."
+    extract_zip "$DATA_DIR/UCF101TrainTestSplits-RecognitionTask.zip" "$DATA_DIR"
+    [[ -d $SPLITS ]] || die "the splits zip did not unpack to $SPLITS/"
+fi
+
+command -v "$VTL" >/dev/null 2>&1 || die "'$VTL' not found: install vtl or set VTL=/path/to/vtl"
+set -x
+"$VTL" prepare "$WORKSPACE" --format ucf101 --root "$ROOT" --splits "$SPLITS" --fold "$FOLD" --workers "$WORKERS"
+"$VTL" sample "$WORKSPACE" --frames "$FRAMES" --sampling uniform --short-side "$SHORT_SIDE" \
+    --clips-per-video "$CLIPS" --workers "$WORKERS"
