@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -21,9 +21,6 @@ def set_quiet(quiet: bool) -> None:
     global _QUIET
     _QUIET = quiet
 
-
-def is_quiet() -> bool:
-    return _QUIET
 
 
 def bar(iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None, unit: str = "it",
@@ -43,9 +40,6 @@ def echo(message: str) -> None:
 def _not_rank0() -> bool:
     return os.environ.get("RANK", "0") not in ("", "0")
 
-
-def iterate(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    yield from bar(iterable, desc=desc, total=total, unit=unit)
 
 
 def warn(message: str) -> None:

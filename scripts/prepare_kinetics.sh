@@ -14,23 +14,13 @@ usage() {
     echo "usage: $(basename "$0") DATA_DIR WORKSPACE" >&2
     exit 2
 }
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
+# shellcheck source=scripts/_prepare_common.sh
+source "$(dirname "$0")/_prepare_common.sh"
 
 [[ $# -eq 2 ]] || usage
 DATA_DIR=$1
 WORKSPACE=$2
 [[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
-
-VTL=${VTL:-vtl}
-FRAMES=${FRAMES:-16}
-SHORT_SIDE=${SHORT_SIDE:-128}
-CLIPS=${CLIPS:-3}
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-WORKERS=${WORKERS:-$((NCPU < 4 ? NCPU : 4))}
-
 
 ROOT=$DATA_DIR/kinetics400
 ANN=$ROOT/annotations

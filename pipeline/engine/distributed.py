@@ -64,19 +64,3 @@ def gather_arrays(info: DistInfo, *arrays: np.ndarray) -> tuple[np.ndarray, ...]
     return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(arrays)))
 
 
-def broadcast(info: DistInfo, obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def reduce_mean(info: DistInfo, value: float, weight: float) -> float:
-    """Weighted mean of a scalar over ranks (e.g. loss weighted by samples seen)."""
-    if not info.enabled:
-        return value
-    t = torch.tensor([value * weight, weight], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t[0] / max(t[1], 1e-12))

@@ -1,0 +1,34 @@
+# Shared by scripts/prepare_*.sh (sourced, not run): errors, defaults, archive extraction.
+# Env: VTL (default: vtl), FRAMES (16), SHORT_SIDE (128), CLIPS (3), WORKERS (min(4, CPUs)).
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+VTL=${VTL:-vtl}
+FRAMES=${FRAMES:-16}
+SHORT_SIDE=${SHORT_SIDE:-128}
+CLIPS=${CLIPS:-3}
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WORKERS=${WORKERS:-$((NCPU < 4 ? NCPU : 4))}
+
+extract_rar() { # archive dest
+    if command -v unrar >/dev/null 2>&1; then
+        unrar x -o+ -idq "$1" "$2/"
+    elif command -v 7z >/dev/null 2>&1; then
+        7z x -y -o"$2" "$1" >/dev/null
+    else
+        die "cannot extract $1: install unrar or 7z (p7zip), or extract it yourself into $2"
+    fi
+}
+
+extract_zip() { # archive dest
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q -o "$1" -d "$2"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m zipfile -e "$1" "$2"
+    else
+        die "cannot extract $1: install unzip, or extract it yourself into $2"
+    fi
+}
