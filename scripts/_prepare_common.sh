@@ -6,6 +6,16 @@ die() {
     exit 1
 }
 
+# DATA_DIR WORKSPACE [FOLD] of the datasets with official folds (UCF101, HMDB51); the caller defines usage().
+parse_fold_args() {
+    [[ $# -ge 2 && $# -le 3 ]] || usage
+    DATA_DIR=$1
+    WORKSPACE=$2
+    FOLD=${3:-1}
+    [[ $FOLD =~ ^[123]$ ]] || usage
+    [[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
+}
+
 VTL=${VTL:-vtl}
 FRAMES=${FRAMES:-16}
 SHORT_SIDE=${SHORT_SIDE:-128}

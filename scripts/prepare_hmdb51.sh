@@ -17,12 +17,7 @@ usage() {
 # shellcheck source=scripts/_prepare_common.sh
 source "$(dirname "$0")/_prepare_common.sh"
 
-[[ $# -ge 2 && $# -le 3 ]] || usage
-DATA_DIR=$1
-WORKSPACE=$2
-FOLD=${3:-1}
-[[ $FOLD =~ ^[123]$ ]] || usage
-[[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
+parse_fold_args "$@"
 
 has_class_dirs() { # folder: true if some subfolder holds .avi files
     [[ -d $1 ]] && [[ -n $(find "$1" -mindepth 2 -maxdepth 2 -iname '*.avi' -print -quit 2>/dev/null) ]]

@@ -16,12 +16,7 @@ usage() {
 # shellcheck source=scripts/_prepare_common.sh
 source "$(dirname "$0")/_prepare_common.sh"
 
-[[ $# -ge 2 && $# -le 3 ]] || usage
-DATA_DIR=$1
-WORKSPACE=$2
-FOLD=${3:-1}
-[[ $FOLD =~ ^[123]$ ]] || usage
-[[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
+parse_fold_args "$@"
 
 ROOT=$DATA_DIR/UCF-101
 SPLITS=$DATA_DIR/ucfTrainTestlist

@@ -15,7 +15,7 @@ from pipeline.data.transforms import build_transform
 from pipeline.errors import UserError
 from pipeline.models.registry import get_spec
 from pipeline.stages.evaluate import load_classifier
-from pipeline.stages.sample import _image_clip, _video_clips
+from pipeline.stages.sample import image_clip, video_clips
 
 
 def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
@@ -24,7 +24,7 @@ def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
         raise UserError(f"{path} does not exist")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         try:
-            clip = _image_clip(path, sampling.short_side)
+            clip = image_clip(path, sampling.short_side)
         except Exception:
             raise UserError(f"{path} is not a readable image") from None
         return np.repeat(clip, sampling.frames, axis=1) if sampling.frames > 1 else clip
@@ -35,7 +35,7 @@ def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
     row = {"id": path.name, "path": str(path), "num_frames": info.num_frames, "width": info.width,
            "height": info.height, "decoder": backend}
     try:
-        return _video_clips(row, sampling, train=False)
+        return video_clips(row, sampling, train=False)
     except decoders.DecodeError as e:
         raise UserError(f"cannot decode {path}: {e}") from None
 

@@ -31,9 +31,9 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
         return {"error": "sample: file missing (moved or deleted since prepare?)"}
     try:
         if job["media"] == "image":
-            clips = _image_clip(Path(row["path"]), cfg.short_side)
+            clips = image_clip(Path(row["path"]), cfg.short_side)
         else:
-            clips = _video_clips(row, cfg, train=row["split"] == "train")
+            clips = video_clips(row, cfg, train=row["split"] == "train")
     except decoders.DecodeError as e:
         return {"error": f"sample: cannot decode: {e}"}
     except FileNotFoundError:
@@ -44,7 +44,7 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": int(clips.nbytes)}
 
 
-def _video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.ndarray:
+def video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.ndarray:
     views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"])
     wanted = sorted({i for view in views for i in view})
     size = decoders.resized_size(int(row["height"]), int(row["width"]), cfg.short_side)
@@ -53,7 +53,7 @@ def _video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np
     return np.stack([frames[[position[i] for i in view]] for view in views])
 
 
-def _image_clip(path: Path, short_side: int) -> np.ndarray:
+def image_clip(path: Path, short_side: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
