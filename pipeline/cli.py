@@ -152,6 +152,12 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
               help="Instead of --backbone-lr-mult: stage k of K trains at LR × D^(K-k) (e.g. 0.7).")
 @click.option("--unfreeze-every", default=1, show_default=True,
               help="gradual: epochs of head-only training, then between unfreezing each next stage.")
+@click.option("--freeze-bn-stats", is_flag=True,
+              help="Keep the backbone's pretrained BatchNorm statistics (advised for batches under ~16).")
+@click.option("--probe-epochs", default=20, show_default=True,
+              help="partial/finetune/gradual from pretrained weights: first fit the head on cached frozen "
+                   "features for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
+@click.option("--probe-lr", default=1e-2, show_default=True, help="LR of that head-only phase.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--label-smoothing", default=0.0, show_default=True)

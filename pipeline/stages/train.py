@@ -2,7 +2,10 @@
 
 Frozen strategies (``linear``) first extract the backbone's features once into
 ``features/<backbone>@<weights>@<sampling>/`` and train the head on them; the
-others train on the cached clips. Every epoch writes ``last.pt`` (full state,
+others train on the cached clips. Strategies that train a pretrained backbone
+start, by default, from a head already fitted on those cached features (LP-FT,
+Kumar et al. ICLR 2022: a random head's large early gradients distort the
+pretrained features; a probed head does not), written under ``RUN/probe/``. Every epoch writes ``last.pt`` (full state,
 so a re-run resumes where it stopped) and ``metrics.jsonl``; the best epoch on
 the validation split is ``best.pt``.
 """
@@ -14,19 +17,18 @@ import hashlib
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.cache import ClipCache, FeatureCache
 from pipeline.data.datasets import ClipDataset, FeatureDataset
 from pipeline.data.transforms import AUGMENTATIONS, build_transform
-from pipeline.engine import distributed
+from pipeline.engine import checkpoint, distributed
 from pipeline.engine.distributed import DistInfo
 from pipeline.engine.loop import extract_features
 from pipeline.engine.trainer import Speed, fit
@@ -34,7 +36,7 @@ from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.models.temporal import TEMPORAL_POOLINGS
-from pipeline.progress import warn
+from pipeline.progress import echo, warn
 from pipeline.report.runs import leakage_warning
 from pipeline.stages.sample import latest_sampling
 from pipeline.transfer.strategies import Strategy
@@ -70,6 +72,9 @@ class TrainConfig:
     amp: bool = False  # autocast: bf16 on CPU/recent GPUs, fp16 + loss scaling otherwise
     channels_last: bool = False
     compile: bool = False  # torch.compile the trained module
+    freeze_bn_stats: bool = False  # backbone BatchNorms keep their pretrained running statistics
+    probe_epochs: int = 20  # partial/finetune/gradual from pretrained weights: LP-FT head epochs (0: random head)
+    probe_lr: float = 1e-2  # LR of that head-only phase (on cached features, so cheap)
 
     def __post_init__(self) -> None:
         self.make_strategy()  # validates the strategy and its options
@@ -87,6 +92,8 @@ class TrainConfig:
             raise UserError("--lr must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise UserError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.probe_epochs < 0 or self.probe_lr <= 0:
+            raise UserError("--probe-epochs must be >= 0 and --probe-lr positive")
         if self.patience is not None and self.patience <= 0:
             raise UserError("--patience must be positive")
         if self.strategy == "scratch" and self.weights not in (None, "none"):
@@ -94,7 +101,18 @@ class TrainConfig:
 
     def make_strategy(self) -> Strategy:
         return Strategy(self.strategy, self.freeze_to, self.backbone_lr_mult, layer_decay=self.layer_decay,
-                        unfreeze_every=self.unfreeze_every)
+                        unfreeze_every=self.unfreeze_every, freeze_bn_stats=self.freeze_bn_stats)
+
+    @property
+    def probes_head(self) -> bool:
+        """LP-FT: fit the head on frozen features before training the backbone."""
+        return (self.strategy in ("partial", "finetune", "gradual") and self.probe_epochs > 0
+                and self.resolved_weights() != "none")
+
+    def probe_config(self) -> TrainConfig:
+        """The head-only phase of LP-FT: a linear probe with this run's data settings."""
+        return replace(self, strategy="linear", epochs=self.probe_epochs, lr=self.probe_lr, freeze_to=None,
+                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), probe_epochs=0)
 
     @property
     def run_name(self) -> str:
@@ -226,28 +244,61 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
                                dropout=cfg.dropout)
         speed.prepare(model)
         strategy = cfg.make_strategy()
-        run_config = {**asdict(cfg), "weights": weights, "sampling": sampling,
-                      "sampling_params": cache.params()["sampling"], "input_size": size,
-                      "classes": classes, "media": ws.media}
-        for volatile in ("workers", "amp", "channels_last", "compile"):  # speed, not results: may change on resume
-            run_config.pop(volatile)
-        fkey = None
         if strategy.frozen_backbone:
             if cfg.temporal in ("conv", "attention"):
                 raise UserError("--strategy linear trains only the head on cached features; a learnable "
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
-            fkey = feature_key(cfg.backbone, weights, cfg.temporal, sampling, size)
-            # Features of the whole splits: a --fraction subset only selects rows of them, so
-            # every fraction and seed of a benchmark shares one cache.
-            everything = splits if cfg.fraction == 1.0 else load_splits(ws, cache, classes, 1.0, cfg.seed)
-            fc = cached_features(ws, model, cache, everything, fkey, size, spec.mean, spec.std, cfg.batch_size,
-                                 info, speed)
-            loaders = _feature_loaders(fc, splits, cfg)
-            trained: nn.Module = model.head
-        else:
-            loaders = _clip_loaders(cache, splits, cfg, size, spec.mean, spec.std, loader_workers(cfg.workers, info))
-            trained = model
-        return fit(out, model, trained, strategy, loaders, cfg, run_config, fkey, info, speed, restart=restart)
+            fkey, loaders = _probe_data(ws, model, cache, classes, splits, cfg, weights, sampling, size, info, speed)
+            return fit(out, model, model.head, strategy, loaders, cfg, _run_config(ws, cfg, weights, sampling,
+                       cache, size, classes), fkey, info, speed, restart=restart)
+        if cfg.probes_head and (restart or not (out / "last.pt").is_file()):
+            _probe_head(ws, model, cache, classes, splits, cfg, weights, sampling, size, info, speed, out, restart)
+        loaders = _clip_loaders(cache, splits, cfg, size, spec.mean, spec.std, loader_workers(cfg.workers, info))
+        return fit(out, model, model, strategy, loaders, cfg,
+                   _run_config(ws, cfg, weights, sampling, cache, size, classes), None, info, speed, restart=restart)
+
+
+def _run_config(ws: Workspace, cfg: TrainConfig, weights: str, sampling: str, cache: ClipCache, size: int,
+                classes: list[str]) -> dict[str, Any]:
+    """What a run's results depend on: a resumed run must have the same."""
+    run_config = {**asdict(cfg), "weights": weights, "sampling": sampling,
+                  "sampling_params": cache.params()["sampling"], "input_size": size,
+                  "classes": classes, "media": ws.media}
+    for volatile in ("workers", "amp", "channels_last", "compile"):  # speed, not results: may change on resume
+        run_config.pop(volatile)
+    return run_config
+
+
+def _probe_data(ws: Workspace, model: Classifier, cache: ClipCache, classes: list[str], splits: dict[str, Split],
+                cfg: TrainConfig, weights: str, sampling: str, size: int, info: DistInfo,
+                speed: Speed) -> tuple[str, dict[str, DataLoader]]:
+    """Feature loaders for a head trained on the frozen backbone's cached features."""
+    spec = get_spec(cfg.backbone)
+    fkey = feature_key(cfg.backbone, weights, cfg.temporal, sampling, size)
+    # Features of the whole splits: a --fraction subset only selects rows of them, so
+    # every fraction and seed of a benchmark shares one cache.
+    everything = splits if cfg.fraction == 1.0 else load_splits(ws, cache, classes, 1.0, cfg.seed)
+    fc = cached_features(ws, model, cache, everything, fkey, size, spec.mean, spec.std, cfg.batch_size, info, speed)
+    return fkey, _feature_loaders(fc, splits, cfg)
+
+
+def _probe_head(ws: Workspace, model: Classifier, cache: ClipCache, classes: list[str], splits: dict[str, Split],
+                cfg: TrainConfig, weights: str, sampling: str, size: int, info: DistInfo, speed: Speed,
+                out: Path, restart: bool) -> None:
+    """LP-FT's first phase: fit the head on cached frozen features (``RUN/probe/``), then start
+    the fine-tuning from its best epoch."""
+    if cfg.temporal in ("conv", "attention"):
+        # A learnable temporal head sits inside the backbone: its random init would be frozen
+        # into the probe's features. Fine-tune from a random head instead.
+        warn(f"--temporal {cfg.temporal}: no linear-probe head initialisation (LP-FT); the head starts random")
+        return
+    probe = cfg.probe_config()
+    fkey, loaders = _probe_data(ws, model, cache, classes, splits, probe, weights, sampling, size, info, speed)
+    echo(f"train: fitting the head on frozen features first ({probe.epochs} epochs, LP-FT)")
+    fit(out / "probe", model, model.head, probe.make_strategy(), loaders, probe,
+        _run_config(ws, probe, weights, sampling, cache, size, classes), fkey, info, speed, restart=restart)
+    best = checkpoint.load(out / "probe" / "best.pt")["model"]
+    model.head.load_state_dict({k.removeprefix("head."): v for k, v in best.items() if k.startswith("head.")})
 
 
 def _feature_loaders(fc: FeatureCache, splits: dict[str, Split], cfg: TrainConfig) -> dict[str, DataLoader]:

@@ -43,6 +43,7 @@ class Strategy:
     backbone_lr_mult: float = 0.1  # partial/finetune/gradual: backbone LR = head LR × this
     layer_decay: float | None = None  # instead of backbone_lr_mult: stage k of K gets lr × D^(K-k)
     unfreeze_every: int = 1  # gradual: epochs between unfreezing one more stage
+    freeze_bn_stats: bool = False  # keep every BatchNorm's pretrained running statistics (small batches)
     epoch: int = field(default=0, compare=False)  # gradual: set by on_epoch_start
 
     def __post_init__(self) -> None:
@@ -162,8 +163,14 @@ class Strategy:
 
     def set_train_mode(self, model: nn.Module) -> None:
         """``model.train()``, but frozen parts stay in eval mode so their BatchNorm
-        statistics (and dropout) are not changed by target batches."""
+        statistics (and dropout) are not changed by target batches; with ``freeze_bn_stats``
+        every BatchNorm of the backbone keeps its pretrained statistics (its affine weights
+        still train): the usual fix when batches are too small for reliable statistics."""
         model.train()
         inner = model.module if hasattr(model, "module") else model
         for m in self.frozen_modules(inner):
             m.eval()
+        if self.freeze_bn_stats:
+            for m in inner.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
