@@ -9,7 +9,9 @@ in-flight items being resubmitted.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -33,6 +35,8 @@ def run_pool(func: Callable[[Any], Any], items: Sequence[Any], *, workers: int, 
     ``func`` must be a module-level function: workers are spawned, not forked,
     so decoder threads and torch state of the parent are never inherited.
     """
+    if not items:
+        return  # nothing to do: do not spawn a pool
     progress = bar(total=len(items), desc=desc, unit=unit)
     try:
         if workers <= 0 or len(items) <= 1 and timeout is None:
@@ -49,18 +53,27 @@ def _pooled(func, items, workers, timeout, progress) -> Iterator[tuple[int, Any]
     ctx = mp.get_context("spawn")
     pending = list(range(len(items)))[::-1]
     running: dict[int, tuple[Any, float]] = {}
+    # The pool's result thread reports each finished item here, so the next one is submitted
+    # at once: polling would leave a worker idle for up to a poll interval after every item,
+    # a large share of the time when an item takes tens of milliseconds.
+    finished: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    generation = 0  # items of a terminated pool may still report; ignore them
     pool = ctx.Pool(workers)
     try:
         while pending or running:
             while pending and len(running) < workers:
                 i = pending.pop()
-                running[i] = (pool.apply_async(func, (items[i],)), time.monotonic())
-            finished = [i for i, (res, _) in running.items() if res.ready()]
-            for i in finished:
+                report = functools.partial(_report, finished, generation, i)
+                running[i] = (pool.apply_async(func, (items[i],), callback=report, error_callback=report),
+                              time.monotonic())
+            try:
+                gen, i = finished.get(timeout=_time_left(running, timeout))
+            except queue.Empty:
+                gen, i = -1, -1
+            if gen == generation and i in running:
                 res, _ = running.pop(i)
                 yield i, res.get()
                 progress.update(1)
-            if finished:
                 continue
             now = time.monotonic()
             late = [i for i, (_, t0) in running.items() if timeout is not None and now - t0 > timeout]
@@ -73,9 +86,20 @@ def _pooled(func, items, workers, timeout, progress) -> Iterator[tuple[int, Any]
                 pool.join()
                 pending.extend(running)  # resubmit the innocent in-flight items
                 running.clear()
+                generation += 1
                 pool = ctx.Pool(workers)
-                continue
-            next(iter(running.values()))[0].wait(0.02)
     finally:
         pool.terminate()
         pool.join()
+
+
+def _report(finished: queue.SimpleQueue, generation: int, i: int, _result: Any) -> None:
+    finished.put((generation, i))
+
+
+def _time_left(running: dict[int, tuple[Any, float]], timeout: float | None) -> float | None:
+    """Seconds until the oldest running item passes its time limit (None: no limit)."""
+    if timeout is None or not running:
+        return None
+    oldest = min(t0 for _, t0 in running.values())
+    return max(0.0, oldest + timeout - time.monotonic()) + 0.01
