@@ -179,9 +179,13 @@ class Workspace:
         return [c for c in self.classes_file.read_text(encoding="utf-8").splitlines() if c]
 
     def manifest_rows(self, split: str | None = None) -> list[dict[str, str]]:
+        return [r for r in self.iter_manifest() if split is None or r["split"] == split]
+
+    def iter_manifest(self) -> Iterator[dict[str, str]]:
+        """The manifest's rows one at a time, for stages that must not hold a huge list."""
         self.require_prepared()
-        rows = read_csv(self.manifest)
-        return [r for r in rows if split is None or r["split"] == split]
+        with open(self.manifest, newline="", encoding="utf-8") as f:
+            yield from csv.DictReader(f)
 
     # -- shard results (``vtl prepare/sample --shard I/N``) ------------------------------
     def shard_manifest(self, shard: Shard) -> Path:

@@ -8,7 +8,7 @@ stage goes on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,9 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
     they can share one cache folder at the same time. ``merge`` (or a plain
     re-run) then records the failures in ``quarantine.csv`` and the sampling in
     ``workspace.json``, as an unsharded run does.
+
+    The manifest is streamed (read once to count, once to sample) rather than
+    held: memory stays flat however many videos there are.
     """
     if shard is not None and merge:
         raise UserError("--merge combines the shards' results: run it once, without --shard "
@@ -101,10 +104,9 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
     media = ws.media
     if media == "image" and (cfg.frames != 1 or cfg.clips_per_video != 1):
         raise UserError(f"{ws.root} holds images: sample it with one frame and one view (see sampling_for)")
-    rows = ws.manifest_rows()
     cache = ClipCache(ws.clips_dir(cfg.key))
     if shard is not None:
-        return _sample_shard(ws, cfg, rows, cache, shard, workers=workers, timeout=timeout, force=force)
+        return _sample_shard(ws, cfg, cache, shard, workers=workers, timeout=timeout, force=force)
     with ws.lock("sample"):
         if force and cache.root.exists():
             for p in cache.root.glob("*.npy"):
@@ -113,57 +115,61 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
         cache.init(cfg.to_dict())
         failed = _merge_shard_failures(ws, cfg.key) if merge else []
         tried = {f["path"] for f in failed}  # failed in a shard: not retried by the merge
-        todo = [r for r in rows if not cache.has(r["id"]) and r["path"] not in tried]
-        if len(todo) < len(rows):
-            echo(f"sample: {len(rows) - len(todo)} videos already cached, {len(todo)} to sample")
-        failed += _sample_rows(todo, cfg, cache, media, workers, timeout)
+
+        def todo() -> Iterator[dict[str, str]]:
+            return (r for r in ws.iter_manifest() if not cache.has(r["id"]) and r["path"] not in tried)
+
+        total, count = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in todo())
+        if count < total:
+            echo(f"sample: {total - count} videos already cached, {count} to sample")
+        failed += _sample_rows(todo(), count, cfg, cache, media, workers, timeout)
         if failed:
-            order = {r["path"]: i for i, r in enumerate(rows)}
-            _add_to_quarantine(ws, sorted(failed, key=lambda f: order.get(f["path"], len(order))))
+            _add_to_quarantine(ws, _in_manifest_order(ws, failed))
         samplings = [k for k in ws.info().get("samplings", []) if k != cfg.key] + [cfg.key]
         ws.update_info(samplings=samplings)
         if merge:  # consumed: the failures are in quarantine.csv now
             for p in ws.sample_shard_files(cfg.key):
                 p.unlink()
-    cached = sum(cache.has(r["id"]) for r in rows)
-    if rows and len(failed) == len(rows) and cached == 0:
+    cached = sum(cache.has(r["id"]) for r in ws.iter_manifest())
+    if total and len(failed) == total and cached == 0:
         raise UserError(f"no video of {ws.root} could be sampled (first failure: {failed[0]['path']}: "
                         f"{failed[0]['reason']}); see {ws.quarantine}")
     return {"key": cfg.key, "videos": cached, "failed": len(failed), "bytes": cache.size_bytes(),
             "path": str(cache.root)}
 
 
-def _sample_rows(rows: list[dict[str, str]], cfg: SamplingConfig, cache: ClipCache, media: str, workers: int,
-                 timeout: float) -> list[dict[str, str]]:
-    """Sample ``rows`` into ``cache`` in a pool; returns the failures (path, reason) in ``rows`` order.
+def _sample_rows(rows: Iterable[dict[str, str]], count: int, cfg: SamplingConfig, cache: ClipCache, media: str,
+                 workers: int, timeout: float) -> list[dict[str, str]]:
+    """Sample the ``count`` ``rows`` into ``cache`` in a pool; returns the failures (path, reason) in order.
 
-    Jobs are made as the pool asks for them and workers return only a byte
-    count, so memory does not grow with the number of videos (clips go
-    straight from a worker to disk).
+    Rows are read as the pool submits them and workers return only a byte
+    count (clips go straight from a worker to disk), so only the rows in
+    flight and the failures are held here.
     """
-    sampling = cfg.to_dict()
-    jobs = _LazyJobs(rows, {"sampling": sampling, "cache": str(cache.root), "media": media})
+    common = {"sampling": cfg.to_dict(), "cache": str(cache.root), "media": media}
+    in_flight: dict[int, str] = {}  # index → path of the rows submitted and not finished
+
+    def jobs() -> Iterator[dict[str, Any]]:
+        for i, row in enumerate(rows):
+            in_flight[i] = row["path"]
+            yield {"row": row, **common}
+
     failed: dict[int, dict[str, str]] = {}
-    for i, result in run_pool(sample_video, jobs, workers=workers, timeout=timeout, desc="sample",
-                              unit="video"):
+    for i, result in run_pool(sample_video, jobs(), workers=workers, timeout=timeout, desc="sample",
+                              unit="video", total=count):
+        path = in_flight.pop(i)
         if isinstance(result, TimedOut):
             result = {"error": f"sample: timed out after {result.seconds:g}s"}
         if "error" in result:
-            failed[i] = {"path": rows[i]["path"], "reason": result["error"]}
+            failed[i] = {"path": path, "reason": result["error"]}
     return [failed[i] for i in sorted(failed)]  # completion order would depend on timing
 
 
-class _LazyJobs(Sequence):
-    """The job of row ``i``, built when the pool submits it rather than all up front."""
-
-    def __init__(self, rows: list[dict[str, str]], common: dict[str, Any]):
-        self.rows, self.common = rows, common
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return {"row": self.rows[i], **self.common}
+def _in_manifest_order(ws: Workspace, failed: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Failures sorted as the manifest lists their videos, however they were collected."""
+    paths = {f["path"] for f in failed}
+    order = {r["path"]: i for i, r in enumerate(ws.iter_manifest()) if r["path"] in paths}
+    return sorted(failed, key=lambda f: order.get(f["path"], len(order)))
 
 
 def _add_to_quarantine(ws: Workspace, failed: list[dict[str, str]]) -> None:
@@ -173,22 +179,26 @@ def _add_to_quarantine(ws: Workspace, failed: list[dict[str, str]]) -> None:
     write_csv(ws.quarantine, ("path", "reason"), quarantine)
 
 
-def _sample_shard(ws: Workspace, cfg: SamplingConfig, rows: list[dict[str, str]], cache: ClipCache,
-                  shard: Shard, *, workers: int, timeout: float, force: bool) -> dict[str, Any]:
+def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: Shard, *, workers: int,
+                  timeout: float, force: bool) -> dict[str, Any]:
     """Sample this shard's videos (by video id); record its failures in its own file, written last."""
-    mine = [r for r in rows if shard.owns(r["id"])]
+    def mine() -> Iterator[dict[str, str]]:
+        return (r for r in ws.iter_manifest() if shard.owns(r["id"]))
+
     with ws.lock("sample", shard):
         if force:  # only this shard's files: the others may be sampling into the same folder
-            for r in mine:
+            for r in mine():
                 cache.path(r["id"]).unlink(missing_ok=True)
         cache.init(cfg.to_dict())
-        todo = [r for r in mine if not cache.has(r["id"])]
-        echo(f"sample: shard {shard} has {len(mine)} of {len(rows)} videos; {len(mine) - len(todo)} already "
-             f"cached, {len(todo)} to sample")
-        failed = _sample_rows(todo, cfg, cache, ws.media, workers, timeout)
+        total, owned = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in mine())
+        count = sum(1 for r in mine() if not cache.has(r["id"]))
+        echo(f"sample: shard {shard} has {owned} of {total} videos; {owned - count} already cached, "
+             f"{count} to sample")
+        todo = (r for r in mine() if not cache.has(r["id"]))
+        failed = _sample_rows(todo, count, cfg, cache, ws.media, workers, timeout)
         write_csv(ws.sample_shard_failures(cfg.key, shard), ("path", "reason"), failed)
-    return {"key": cfg.key, "shard": str(shard), "videos": sum(cache.has(r["id"]) for r in mine),
-            "of": len(mine), "failed": len(failed), "path": str(cache.root)}
+    return {"key": cfg.key, "shard": str(shard), "videos": sum(cache.has(r["id"]) for r in mine()),
+            "of": owned, "failed": len(failed), "path": str(cache.root)}
 
 
 def _merge_shard_failures(ws: Workspace, key: str) -> list[dict[str, str]]:
