@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,7 +19,26 @@ from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.progress import echo, set_quiet
 
+if TYPE_CHECKING:
+    from pipeline.sharding import Shard
+
 WORKSPACE = click.argument("workspace", type=click.Path(file_okay=False, path_type=Path))
+
+SHARD = click.option(
+    "--shard", default=None, metavar="I/N",
+    help="Do only shard I of N (0-based) of the file list, to split a dataset across machines; then run once "
+         "with --merge. Default: RANK/WORLD_SIZE if both are set (torchrun-style), else everything.")
+MERGE = click.option("--merge", is_flag=True,
+                     help="Combine the results of every --shard I/N run into the workspace's files.")
+
+
+def shard_option(spec: str | None, merge: bool) -> Shard | None:
+    """The shard of this run: --shard, else RANK/WORLD_SIZE; a merge is never sharded."""
+    from pipeline.sharding import parse_shard, shard_from
+
+    if merge:
+        return parse_shard(spec) if spec is not None else None  # --merge with --shard: run_* says why not
+    return shard_from(spec)
 
 
 class StageOrder(click.Group):
@@ -69,8 +89,11 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the stratified split.")
 @click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Probe processes.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds allowed to probe one file.")
+@SHARD
+@MERGE
 def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: int, val_fraction: float,
-            test_fraction: float, seed: int, workers: int, timeout: float) -> None:
+            test_fraction: float, seed: int, workers: int, timeout: float, shard: str | None,
+            merge: bool) -> None:
     """1. Index a dataset: probe files, split, write the manifest.
 
     Writes WORKSPACE/manifest.csv, classes.txt and quarantine.csv (files that
@@ -79,13 +102,27 @@ def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: in
     \b
       vtl prepare runs/clips --format folder --root ~/data/my_clips
       vtl prepare runs/ucf --format ucf101 --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist --fold 1
+
+    Across machines (the dataset and WORKSPACE at the same path on each): run
+    shard I of N on machine I, then the same command with --merge once all are
+    done; the result is the same as one unsharded run:
+
+    \b
+      vtl prepare runs/k400 --format kinetics --root /data/k400 --splits /data/k400/ann --shard 0/4
+      vtl prepare runs/k400 --format kinetics --root /data/k400 --splits /data/k400/ann --merge
     """
     from pipeline.stages.prepare import PrepareConfig, format_summary, run_prepare
     from pipeline.workspace import Workspace
 
     cfg = PrepareConfig(format=fmt, root=root, splits=splits, fold=fold, val_fraction=val_fraction,
                         test_fraction=test_fraction, seed=seed, workers=workers, timeout=timeout)
-    summary = run_prepare(Workspace(workspace), cfg)
+    part = shard_option(shard, merge)
+    summary = run_prepare(Workspace(workspace), cfg, shard=part, merge=merge)
+    if part is not None:
+        click.echo(f"prepared shard {part} of {workspace}: probed {summary['probed']} of {summary['listed']} "
+                   f"files ({summary['files']} usable, {summary['quarantined']} quarantined) into "
+                   f"{summary['manifest']}; once every shard is done, run the same command with --merge")
+        return
     click.echo(f"prepared {workspace}: {format_summary(summary)}")
 
 
@@ -104,15 +141,24 @@ def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: in
               help="Views per video: random draws for train, test views for val/test.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Decode processes.")
-@click.option("--force", is_flag=True, help="Resample everything for these settings.")
+@click.option("--force", is_flag=True, help="Resample everything for these settings (a shard: its videos).")
+@SHARD
+@MERGE
 def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side: int, clips_per_video: int,
-           seed: int, workers: int, force: bool) -> None:
+           seed: int, workers: int, force: bool, shard: str | None, merge: bool) -> None:
     """2. Decode each video once and cache its sampled clips (uint8).
 
     A re-run samples only the videos not cached yet. Example:
 
     \b
       vtl sample runs/ucf --frames 16 --sampling uniform --short-side 128 --clips-per-video 3
+
+    Across machines sharing WORKSPACE: each runs its shard (they may run at
+    the same time), then one run with --merge and the same sampling options:
+
+    \b
+      vtl sample runs/k400 --frames 16 --shard 0/4      # ... 1/4, 2/4, 3/4 elsewhere
+      vtl sample runs/k400 --frames 16 --merge
     """
     from pipeline.stages.sample import run_sample, sampling_for
     from pipeline.workspace import Workspace
@@ -125,7 +171,13 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
     given = {k: v for k, v in options.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     cfg = sampling_for(ws, given, defaults=options)
-    r = run_sample(ws, cfg, workers=workers, force=force)
+    part = shard_option(shard, merge)
+    r = run_sample(ws, cfg, workers=workers, force=force, shard=part, merge=merge)
+    if part is not None:
+        click.echo(f"sampled shard {part}: {r['videos']} of its {r['of']} videos cached in {r['path']}"
+                   + (f"; {r['failed']} failed" if r["failed"] else "")
+                   + "; once every shard is done, run the same command with --merge")
+        return
     click.echo(f"sampled {r['videos']} videos into {r['path']} ({r['bytes'] / 2**20:.1f} MiB)"
                + (f"; {r['failed']} failed, see quarantine.csv" if r["failed"] else ""))
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 T = TypeVar("T")
 _QUIET = False
@@ -25,6 +26,10 @@ def set_quiet(quiet: bool) -> None:
 
 def bar(iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None, unit: str = "it",
         **kwargs) -> tqdm:
+    # Imported here, not at the top: tqdm.auto costs ~0.15 s, paid by every spawned decode
+    # worker (which imports this module through pipeline.parallel but never shows a bar).
+    from tqdm.auto import tqdm
+
     tty = sys.stderr.isatty()
     interval = 0.1 if tty else float(os.environ.get("VTL_PROGRESS_INTERVAL", "30"))
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=_QUIET or _not_rank0(),

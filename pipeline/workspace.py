@@ -13,6 +13,10 @@ Layout (``runs/<name>/``)::
     eval/<run>/         metrics.json, per_class.csv, predictions.csv, confusion.png
     benchmark/          results.csv, report.md, plots
 
+Sharded runs (``--shard I/N``) write ``manifest.shard-I-of-N.csv``,
+``quarantine.shard-I-of-N.csv`` (prepare) and ``clips/<key>/quarantine.shard-I-of-N.csv``
+(sample) until ``--merge`` folds them into the files above.
+
 Everything is written to a hidden temp name in the same folder and renamed into
 place, so a killed stage never leaves a partial file under its final name.
 """
@@ -25,12 +29,13 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from pipeline import WORKSPACE_FORMAT, __version__
 from pipeline.errors import UserError
+from pipeline.sharding import Shard
 
 
 def _umask() -> int:
@@ -174,47 +179,108 @@ class Workspace:
         return [c for c in self.classes_file.read_text(encoding="utf-8").splitlines() if c]
 
     def manifest_rows(self, split: str | None = None) -> list[dict[str, str]]:
+        return [r for r in self.iter_manifest() if split is None or r["split"] == split]
+
+    def iter_manifest(self) -> Iterator[dict[str, str]]:
+        """The manifest's rows one at a time, for stages that must not hold a huge list."""
         self.require_prepared()
-        rows = read_csv(self.manifest)
-        return [r for r in rows if split is None or r["split"] == split]
+        with open(self.manifest, newline="", encoding="utf-8") as f:
+            yield from csv.DictReader(f)
+
+    # -- shard results (``vtl prepare/sample --shard I/N``) ------------------------------
+    def shard_manifest(self, shard: Shard) -> Path:
+        return self.root / f"manifest.{shard.tag}.csv"
+
+    def shard_quarantine(self, shard: Shard) -> Path:
+        """Written last by a prepare shard: its presence marks the shard as finished."""
+        return self.root / f"quarantine.{shard.tag}.csv"
+
+    def shard_probe_cache(self, shard: Shard) -> Path:
+        return self.root / f".probe_cache.{shard.tag}.jsonl"
+
+    def prepare_shard_files(self) -> list[Path]:
+        """Every prepare shard file in the workspace (all shards, all counts)."""
+        return sorted(p for pattern in ("manifest.shard-*-of-*.csv", "quarantine.shard-*-of-*.csv",
+                                        ".probe_cache.shard-*-of-*.jsonl") for p in self.root.glob(pattern))
+
+    def sample_shard_failures(self, key: str, shard: Shard) -> Path:
+        """A sample shard's failed videos (path,reason), written last: it marks the shard as finished."""
+        return self.clips_dir(key) / f"quarantine.{shard.tag}.csv"
+
+    def sample_shard_files(self, key: str) -> list[Path]:
+        return sorted(self.clips_dir(key).glob("quarantine.shard-*-of-*.csv"))
 
     # -- locking ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, stage: str) -> Iterator[None]:
-        """Hold an exclusive lock on the workspace while a stage writes to it.
+    def lock(self, stage: str, shard: Shard | None = None) -> Iterator[None]:
+        """Hold a lock on the workspace while a stage writes to it.
 
         A second process on the same workspace fails at once with the holder's
         PID rather than interleaving writes. Re-entrant within one process, so a
         stage may call another (``vtl run``, ``benchmark`` → ``train``).
+
+        A sharded run (``--shard I/N``) holds the workspace lock *shared*, so the
+        shards of one stage can run side by side (each writes only its own
+        files), plus an exclusive lock of its own shard, so the same shard
+        cannot run twice. An unsharded stage or a merge still excludes them all.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        path = (self.root / ".lock").resolve()
-        if path in _HELD:
-            _HELD[path] += 1
-            try:
+        main = (self.root / ".lock").resolve()
+        if shard is None:
+            with _flock(main, fcntl.LOCK_EX, f"`vtl {stage}` (pid {os.getpid()})", self._busy):
                 yield
-            finally:
-                _HELD[path] -= 1
             return
-        f = open(path, "a+")  # noqa: SIM115 - held for the stage's lifetime
+        own = (self.root / f".lock.{stage}.{shard.tag}").resolve()
+        with _flock(main, fcntl.LOCK_SH, None, self._busy), \
+                _flock(own, fcntl.LOCK_EX, f"`vtl {stage} --shard {shard}` (pid {os.getpid()})", self._busy):
+            yield
+
+    def _busy(self, path: Path) -> UserError:
+        """The error for a lock file held by another process, naming the holder from the text
+        holders write into their lock files (sharded runs write only into their own)."""
+        holder = "another process"
+        for p in [path, *sorted(self.root.glob(".lock.*"))]:
+            with contextlib.suppress(OSError):
+                if text := p.read_text().strip():
+                    holder = text
+                    break
+        return UserError(f"workspace {self.root} is busy: {holder} is writing to it")
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, holder: str | None, busy: Callable[[Path], UserError]) -> Iterator[None]:
+    """flock ``path`` (re-entrant per process); ``holder`` is written into it while held."""
+    if path in _HELD:
+        _HELD[path] += 1
         try:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise UserError(f"workspace {self.root} is busy: {holder} is writing to it") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"`vtl {stage}` (pid {os.getpid()})")
-            f.flush()
-            _HELD[path] = 1
-            try:
-                yield
-            finally:
-                del _HELD[path]
+            yield
         finally:
-            f.close()
+            _HELD[path] -= 1
+        return
+    f = open(path, "a+")  # noqa: SIM115 - held for the stage's lifetime
+    try:
+        try:
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(path) from None
+        if holder is not None:
+            _set_text(f, holder)
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            if holder is not None:
+                _set_text(f, "")  # a stale name would be blamed for the next conflict
+    finally:
+        f.close()
+
+
+def _set_text(f: IO, text: str) -> None:
+    f.seek(0)
+    f.truncate()
+    f.write(text)
+    f.flush()
 
 
 # Lock files this process holds, with their nesting depth.

@@ -66,6 +66,7 @@ import numpy as np
 from pipeline.config import check_keys, load_yaml
 from pipeline.errors import UserError
 from pipeline.progress import echo, warn
+from pipeline.sharding import Shard
 from pipeline.workspace import Workspace, read_csv, write_csv
 
 STRATEGY_CHOICES = ("linear", "partial", "finetune", "gradual")
@@ -665,7 +666,7 @@ class _CoordinatedWorkspace(Workspace):
     """A workspace whose lock the parent ``vtl benchmark`` holds: a child cell takes none."""
 
     @contextmanager
-    def lock(self, stage: str) -> Iterator[None]:
+    def lock(self, stage: str, shard: Shard | None = None) -> Iterator[None]:
         yield
 
 

@@ -24,7 +24,8 @@ from pipeline.data.formats.base import Row
 from pipeline.errors import UserError
 from pipeline.parallel import TimedOut, run_pool
 from pipeline.progress import echo, warn
-from pipeline.workspace import Workspace, atomic_write, write_csv, write_text
+from pipeline.sharding import Shard, complete_shards
+from pipeline.workspace import Workspace, atomic_write, read_csv, write_csv, write_text
 
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "num_frames", "fps", "width", "height", "duration", "decoder")
 
@@ -101,13 +102,18 @@ class ProbeCache:
     def __init__(self, path: Path):
         self.path = path
         self.entries: dict[str, dict] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                    self.entries[e["path"]] = e
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut by a kill: just probe that file again
+        self.absorb(path)
+
+    def absorb(self, path: Path) -> None:
+        """Take in the entries of another cache file (a shard's), if it exists."""
+        if not path.is_file():
+            return
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                self.entries[e["path"]] = e
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill: just probe that file again
 
     @staticmethod
     def _key(path: Path) -> tuple[int, int] | None:
@@ -133,9 +139,11 @@ class ProbeCache:
                 f.write(json.dumps(e) + "\n")
 
 
-def probe_rows(rows: list[Row], media: str, cache: ProbeCache, workers: int,
-               timeout: float) -> list[dict[str, Any]]:
-    results: list[dict[str, Any] | None] = [cache.get(r.path) for r in rows]
+def probe_rows(rows: list[Row], media: str, cache: ProbeCache, workers: int, timeout: float,
+               known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Probe results in ``rows`` order: ``known`` ones (by path), cached ones, then probed."""
+    known = known or {}
+    results: list[dict[str, Any] | None] = [known.get(str(r.path)) or cache.get(r.path) for r in rows]
     todo = [i for i, r in enumerate(results) if r is None]
     if len(todo) < len(rows):
         echo(f"prepare: {len(rows) - len(todo)} files already probed (cached), {len(todo)} to probe")
@@ -199,7 +207,18 @@ def _count(n: int, fraction: float) -> int:
 # ----------------------------------------------------------------------------- the stage
 
 
-def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
+def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None,
+                merge: bool = False) -> dict[str, Any]:
+    """Prepare ``ws``; with ``shard``, only probe that shard's files; with ``merge``, take the shards' probes.
+
+    Every shard lists the whole dataset (cheap) but probes only its share.
+    Splits, quarantine and the class checks need every file's probe, so they
+    happen once, at the merge, by the same code as an unsharded run: the two
+    give byte-identical files.
+    """
+    if shard is not None and merge:
+        raise UserError("--merge combines the shards' results: run it once, without --shard "
+                        "(and without RANK/WORLD_SIZE set)")
     fmt = FORMATS[cfg.format]
     # Absolute paths in the manifest: later stages may run from another directory.
     root = cfg.root.expanduser().resolve()
@@ -208,17 +227,14 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
     if not result.rows and not result.quarantined:
         raise UserError(f"no {fmt.media} files found under {cfg.root}")
     ws.root.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        return _prepare_shard(ws, cfg, fmt.media, root, result.rows, shard)
     with ws.lock("prepare"):
         cache = ProbeCache(ws.probe_cache)
-        probes = probe_rows(result.rows, fmt.media, cache, cfg.workers, cfg.timeout)
-        manifest: list[dict] = []
-        quarantine = [{"path": p, "reason": reason} for p, reason in result.quarantined]
-        for row, probe in zip(result.rows, probes, strict=True):
-            if "error" in probe:
-                quarantine.append({"path": str(row.path), "reason": probe["error"]})
-            else:
-                manifest.append({"id": video_id(row.path), "path": str(row.path), "label": row.label,
-                                 "split": row.split, **probe})
+        known = _shard_results(ws, cache, result.rows) if merge else {}
+        probes = probe_rows(result.rows, fmt.media, cache, cfg.workers, cfg.timeout, known)
+        manifest, quarantine = _usable(result.rows, probes)
+        quarantine = [{"path": p, "reason": reason} for p, reason in result.quarantined] + quarantine
         write_csv(ws.quarantine, ("path", "reason"), quarantine)
         labels_seen = {r.label for r in result.rows}
         usable = {r["label"] for r in manifest}
@@ -237,10 +253,80 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig) -> dict[str, Any]:
         write_text(ws.classes_file, "".join(c + "\n" for c in classes))
         ws.write_info(media=fmt.media, format=cfg.format, root=str(root),
                       prepare={k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()})
+        if merge:  # consumed: the merged probes now live in the workspace's probe cache
+            for p in ws.prepare_shard_files():
+                p.unlink()
     summary = _summary(manifest, quarantine, classes)
     for w in warnings:
         warn(w)
     return summary
+
+
+def _usable(rows: list[Row], probes: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Split probed rows into manifest rows and quarantine rows, keeping their order."""
+    manifest: list[dict] = []
+    quarantine: list[dict] = []
+    for row, probe in zip(rows, probes, strict=True):
+        if "error" in probe:
+            quarantine.append({"path": str(row.path), "reason": probe["error"]})
+        else:
+            manifest.append({"id": video_id(row.path), "path": str(row.path), "label": row.label,
+                             "split": row.split, **probe})
+    return manifest, quarantine
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def shard_key(path: Path, root: Path) -> str:
+    """What decides a file's shard: its path below the dataset root (the same on every machine)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _prepare_shard(ws: Workspace, cfg: PrepareConfig, media: str, root: Path, rows: list[Row],
+                   shard: Shard) -> dict[str, Any]:
+    """Probe this shard's files; write its probes as ``manifest``/``quarantine.shard-I-of-N.csv``."""
+    mine = [r for r in rows if shard.owns(shard_key(r.path, root))]
+    with ws.lock("prepare", shard):
+        # Each shard keeps its own probe cache (shards must not rewrite one file side by side),
+        # and reuses the workspace's, filled by an earlier unsharded run or merge.
+        cache = ProbeCache(ws.shard_probe_cache(shard))
+        merged = ProbeCache(ws.probe_cache)
+        known = {str(r.path): hit for r in mine if (hit := merged.get(r.path)) is not None}
+        probes = probe_rows(mine, media, cache, cfg.workers, cfg.timeout, known)
+        manifest, quarantine = _usable(mine, probes)
+        write_csv(ws.shard_manifest(shard), MANIFEST_COLUMNS, manifest)
+        write_csv(ws.shard_quarantine(shard), ("path", "reason"), quarantine)  # last: the shard is done
+    return {"shard": str(shard), "listed": len(rows), "probed": len(mine), "files": len(manifest),
+            "quarantined": len(quarantine), "manifest": str(ws.shard_manifest(shard))}
+
+
+_PROBE_TYPES = {"num_frames": int, "fps": float, "width": int, "height": int, "duration": float, "decoder": str}
+
+
+def _shard_results(ws: Workspace, cache: ProbeCache, rows: list[Row]) -> dict[str, dict[str, Any]]:
+    """Every shard's probe results by path; a one-line error if a shard has not finished."""
+    rerun = f"`vtl prepare {ws.root} ... --shard {{shard}}`"
+    count = complete_shards(ws.root.glob("quarantine.shard-*-of-*.csv"), ws.shard_quarantine, rerun)
+    known: dict[str, dict[str, Any]] = {}
+    for i in range(count):
+        shard = Shard(i, count)
+        if not ws.shard_manifest(shard).is_file():
+            raise UserError(f"shard {shard} is incomplete: no {ws.shard_manifest(shard)}; "
+                            f"run {rerun.format(shard=shard)} and merge again")
+        for r in read_csv(ws.shard_manifest(shard)):
+            known[r["path"]] = {k: cast(r[k]) for k, cast in _PROBE_TYPES.items()}
+        for q in read_csv(ws.shard_quarantine(shard)):
+            known[q["path"]] = {"error": q["reason"]}
+        cache.absorb(ws.shard_probe_cache(shard))
+    missed = sum(str(r.path) not in known for r in rows)
+    if missed:
+        warn(f"{missed} of {len(rows)} files are in no shard's results (added since the shards ran?): "
+             "probing them now")
+    return known
 
 
 def _summary(manifest: list[dict], quarantine: list[dict], classes: list[str]) -> dict[str, Any]:
@@ -260,5 +346,5 @@ def format_summary(s: dict[str, Any]) -> str:
     return text
 
 
-__all__ = ["PrepareConfig", "run_prepare", "assign_splits", "probe_file", "video_id", "format_summary",
+__all__ = ["PrepareConfig", "run_prepare", "shard_key", "assign_splits", "probe_file", "video_id", "format_summary",
            "MANIFEST_COLUMNS"]

@@ -8,6 +8,7 @@ stage goes on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipeline.data.sampling import SamplingConfig
 from pipeline.errors import UserError
 from pipeline.parallel import TimedOut, run_pool
 from pipeline.progress import echo
+from pipeline.sharding import Shard, complete_shards
 from pipeline.workspace import Workspace, read_csv, write_csv
 
 
@@ -82,43 +84,128 @@ def sampling_for(ws: Workspace, given: dict[str, Any], defaults: dict[str, Any] 
 
 
 def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout: float = 300.0,
-               force: bool = False) -> dict[str, Any]:
+               force: bool = False, shard: Shard | None = None, merge: bool = False) -> dict[str, Any]:
+    """Sample every video of ``ws`` not cached yet; with ``shard``, only that shard's videos.
+
+    Shards write only their own ``.npy`` files and a list of their failures, so
+    they can share one cache folder at the same time. ``merge`` (or a plain
+    re-run) then records the failures in ``quarantine.csv`` and the sampling in
+    ``workspace.json``, as an unsharded run does.
+
+    The manifest is streamed (read once to count, once to sample) rather than
+    held: memory stays flat however many videos there are.
+    """
+    if shard is not None and merge:
+        raise UserError("--merge combines the shards' results: run it once, without --shard "
+                        "(and without RANK/WORLD_SIZE set)")
+    if merge and force:
+        raise UserError("--merge keeps the shards' clips: it cannot be combined with --force")
     ws.require_prepared()
     media = ws.media
     if media == "image" and (cfg.frames != 1 or cfg.clips_per_video != 1):
         raise UserError(f"{ws.root} holds images: sample it with one frame and one view (see sampling_for)")
-    rows = ws.manifest_rows()
     cache = ClipCache(ws.clips_dir(cfg.key))
+    if shard is not None:
+        return _sample_shard(ws, cfg, cache, shard, workers=workers, timeout=timeout, force=force)
     with ws.lock("sample"):
         if force and cache.root.exists():
             for p in cache.root.glob("*.npy"):
                 p.unlink()
             (cache.root / "params.json").unlink(missing_ok=True)
         cache.init(cfg.to_dict())
-        todo = [r for r in rows if not cache.has(r["id"])]
-        if len(todo) < len(rows):
-            echo(f"sample: {len(rows) - len(todo)} videos already cached, {len(todo)} to sample")
-        jobs = [{"row": r, "sampling": cfg.to_dict(), "cache": str(cache.root), "media": media} for r in todo]
-        failed = []
-        for i, result in run_pool(sample_video, jobs, workers=workers, timeout=timeout, desc="sample",
-                                  unit="video"):
-            if isinstance(result, TimedOut):
-                result = {"error": f"sample: timed out after {result.seconds:g}s"}
-            if "error" in result:
-                failed.append({"path": todo[i]["path"], "reason": result["error"]})
+        failed = _merge_shard_failures(ws, cfg.key) if merge else []
+        tried = {f["path"] for f in failed}  # failed in a shard: not retried by the merge
+
+        def todo() -> Iterator[dict[str, str]]:
+            return (r for r in ws.iter_manifest() if not cache.has(r["id"]) and r["path"] not in tried)
+
+        total, count = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in todo())
+        if count < total:
+            echo(f"sample: {total - count} videos already cached, {count} to sample")
+        failed += _sample_rows(todo(), count, cfg, cache, media, workers, timeout)
         if failed:
-            quarantine = read_csv(ws.quarantine) if ws.quarantine.is_file() else []
-            known = {(q["path"], q["reason"]) for q in quarantine}
-            quarantine += [f for f in failed if (f["path"], f["reason"]) not in known]
-            write_csv(ws.quarantine, ("path", "reason"), quarantine)
+            _add_to_quarantine(ws, _in_manifest_order(ws, failed))
         samplings = [k for k in ws.info().get("samplings", []) if k != cfg.key] + [cfg.key]
         ws.update_info(samplings=samplings)
-    cached = sum(cache.has(r["id"]) for r in rows)
-    if todo and len(failed) == len(todo) and cached == 0:
+        if merge:  # consumed: the failures are in quarantine.csv now
+            for p in ws.sample_shard_files(cfg.key):
+                p.unlink()
+    cached = sum(cache.has(r["id"]) for r in ws.iter_manifest())
+    if total and len(failed) == total and cached == 0:
         raise UserError(f"no video of {ws.root} could be sampled (first failure: {failed[0]['path']}: "
                         f"{failed[0]['reason']}); see {ws.quarantine}")
     return {"key": cfg.key, "videos": cached, "failed": len(failed), "bytes": cache.size_bytes(),
             "path": str(cache.root)}
+
+
+def _sample_rows(rows: Iterable[dict[str, str]], count: int, cfg: SamplingConfig, cache: ClipCache, media: str,
+                 workers: int, timeout: float) -> list[dict[str, str]]:
+    """Sample the ``count`` ``rows`` into ``cache`` in a pool; returns the failures (path, reason) in order.
+
+    Rows are read as the pool submits them and workers return only a byte
+    count (clips go straight from a worker to disk), so only the rows in
+    flight and the failures are held here.
+    """
+    common = {"sampling": cfg.to_dict(), "cache": str(cache.root), "media": media}
+    in_flight: dict[int, str] = {}  # index → path of the rows submitted and not finished
+
+    def jobs() -> Iterator[dict[str, Any]]:
+        for i, row in enumerate(rows):
+            in_flight[i] = row["path"]
+            yield {"row": row, **common}
+
+    failed: dict[int, dict[str, str]] = {}
+    for i, result in run_pool(sample_video, jobs(), workers=workers, timeout=timeout, desc="sample",
+                              unit="video", total=count):
+        path = in_flight.pop(i)
+        if isinstance(result, TimedOut):
+            result = {"error": f"sample: timed out after {result.seconds:g}s"}
+        if "error" in result:
+            failed[i] = {"path": path, "reason": result["error"]}
+    return [failed[i] for i in sorted(failed)]  # completion order would depend on timing
+
+
+def _in_manifest_order(ws: Workspace, failed: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Failures sorted as the manifest lists their videos, however they were collected."""
+    paths = {f["path"] for f in failed}
+    order = {r["path"]: i for i, r in enumerate(ws.iter_manifest()) if r["path"] in paths}
+    return sorted(failed, key=lambda f: order.get(f["path"], len(order)))
+
+
+def _add_to_quarantine(ws: Workspace, failed: list[dict[str, str]]) -> None:
+    quarantine = read_csv(ws.quarantine) if ws.quarantine.is_file() else []
+    known = {(q["path"], q["reason"]) for q in quarantine}
+    quarantine += [f for f in failed if (f["path"], f["reason"]) not in known]
+    write_csv(ws.quarantine, ("path", "reason"), quarantine)
+
+
+def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: Shard, *, workers: int,
+                  timeout: float, force: bool) -> dict[str, Any]:
+    """Sample this shard's videos (by video id); record its failures in its own file, written last."""
+    def mine() -> Iterator[dict[str, str]]:
+        return (r for r in ws.iter_manifest() if shard.owns(r["id"]))
+
+    with ws.lock("sample", shard):
+        if force:  # only this shard's files: the others may be sampling into the same folder
+            for r in mine():
+                cache.path(r["id"]).unlink(missing_ok=True)
+        cache.init(cfg.to_dict())
+        total, owned = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in mine())
+        count = sum(1 for r in mine() if not cache.has(r["id"]))
+        echo(f"sample: shard {shard} has {owned} of {total} videos; {owned - count} already cached, "
+             f"{count} to sample")
+        todo = (r for r in mine() if not cache.has(r["id"]))
+        failed = _sample_rows(todo, count, cfg, cache, ws.media, workers, timeout)
+        write_csv(ws.sample_shard_failures(cfg.key, shard), ("path", "reason"), failed)
+    return {"key": cfg.key, "shard": str(shard), "videos": sum(cache.has(r["id"]) for r in mine()),
+            "of": owned, "failed": len(failed), "path": str(cache.root)}
+
+
+def _merge_shard_failures(ws: Workspace, key: str) -> list[dict[str, str]]:
+    """The failures every sample shard recorded; a one-line error if a shard has not finished."""
+    count = complete_shards(ws.sample_shard_files(key), lambda s: ws.sample_shard_failures(key, s),
+                            f"`vtl sample {ws.root} ... --shard {{shard}}` (same sampling options)")
+    return [f for i in range(count) for f in read_csv(ws.sample_shard_failures(key, Shard(i, count)))]
 
 
 def latest_sampling(ws: Workspace) -> str:
