@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -31,6 +32,34 @@ from typing import IO, Any
 
 from pipeline import WORKSPACE_FORMAT, __version__
 from pipeline.errors import UserError
+
+# A full disk, a full quota, or a file-size limit (RLIMIT_FSIZE): the user must free space.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def disk_full_message(path: Path | str | None, err: BaseException) -> str:
+    what = getattr(err, "strerror", None) or str(err)
+    return (f"cannot write {path or 'a file'}: {what} (disk full?); free some space and re-run, "
+            "finished work is kept")
+
+
+def is_disk_full(err: BaseException, partial: Path | None = None) -> bool:
+    """Whether ``err`` (raised while writing ``partial``) means there is no room left."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return True
+    if not isinstance(err, (OSError, RuntimeError)) or partial is None:
+        return False
+    # numpy's tofile ("N requested and M written") and torch.save ("unexpected pos") lose the
+    # errno of a short write: ask the file system whether the file can still grow.
+    try:
+        st = os.statvfs(partial.parent)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return True
+        with open(partial, "ab", buffering=0) as f:
+            f.write(b"\0")
+    except OSError as e:
+        return e.errno in DISK_FULL
+    return False
 
 
 def _umask() -> int:
@@ -44,7 +73,8 @@ def replaced_on_success(path: Path) -> Iterator[Path]:
     """Yield a hidden temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The one mechanism behind every file vtl writes: a file under its final name
-    is always complete, whatever kills the process.
+    is always complete, whatever kills the process. A full disk becomes a
+    :class:`UserError` naming the file (and the temp file is removed).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,6 +83,10 @@ def replaced_on_success(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if is_disk_full(e, Path(tmp)):
+            raise UserError(disk_full_message(path, e)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -88,9 +122,26 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]] |
             writer.writerows(rows)  # type: ignore[arg-type]
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def read_csv(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header; a damaged file (or one lacking a ``required``
+    column) is a :class:`UserError` naming it, never a crash further on."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 CSV file ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not a valid CSV file ({e})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{path}: missing column {missing[0]!r} (damaged? re-run the stage that wrote it)")
+    # a short row gets None for its missing fields: damaged too
+    for lineno, row in enumerate(rows, start=2):
+        if any(row.get(c) is None for c in required):
+            raise UserError(f"{path}:{lineno}: row has too few fields (damaged? re-run the stage that wrote it)")
+    return rows
 
 
 class Workspace:
@@ -175,7 +226,7 @@ class Workspace:
 
     def manifest_rows(self, split: str | None = None) -> list[dict[str, str]]:
         self.require_prepared()
-        rows = read_csv(self.manifest)
+        rows = read_csv(self.manifest, required=("id", "path", "label", "split"))
         return [r for r in rows if split is None or r["split"] == split]
 
     # -- locking ----------------------------------------------------------------------

@@ -37,8 +37,14 @@ class ClipCache:
         self.root = Path(root)
 
     def init(self, params: dict) -> None:
-        """Record the sampling parameters; refuse to mix two samplings in one folder."""
+        """Record the sampling parameters; refuse to mix two samplings in one folder.
+
+        Called under the workspace lock, so temp files left here were abandoned by a
+        killed run (or a full disk): remove them, they may be large.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         existing = self.params()
         if existing and existing.get("sampling") != params:
             raise UserError(f"clip cache {self.root} holds another sampling; use --force to resample")
