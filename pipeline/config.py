@@ -43,7 +43,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line, whatever PyYAML says
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)})")
     return data

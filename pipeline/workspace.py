@@ -37,29 +37,28 @@ from pipeline.errors import UserError
 DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
-def disk_full_message(path: Path | str | None, err: BaseException) -> str:
-    what = getattr(err, "strerror", None) or str(err)
-    return (f"cannot write {path or 'a file'}: {what} (disk full?); free some space and re-run, "
+def disk_full_message(path: Path | str | None, err: OSError) -> str:
+    return (f"cannot write {path or 'a file'}: {err.strerror or err} (disk full?); free some space and re-run, "
             "finished work is kept")
 
 
-def is_disk_full(err: BaseException, partial: Path | None = None) -> bool:
-    """Whether ``err`` (raised while writing ``partial``) means there is no room left."""
+def disk_full(err: BaseException, partial: Path | None = None) -> OSError | None:
+    """The no-room-left error behind ``err`` (raised while writing ``partial``), or None."""
     if isinstance(err, OSError) and err.errno in DISK_FULL:
-        return True
+        return err
     if not isinstance(err, (OSError, RuntimeError)) or partial is None:
-        return False
+        return None
     # numpy's tofile ("N requested and M written") and torch.save ("unexpected pos") lose the
     # errno of a short write: ask the file system whether the file can still grow.
     try:
         st = os.statvfs(partial.parent)
         if st.f_bavail * st.f_frsize < 1 << 20:
-            return True
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         with open(partial, "ab", buffering=0) as f:
             f.write(b"\0")
     except OSError as e:
-        return e.errno in DISK_FULL
-    return False
+        return e if e.errno in DISK_FULL else None
+    return None
 
 
 def _umask() -> int:
@@ -84,8 +83,9 @@ def replaced_on_success(path: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
-        if is_disk_full(e, Path(tmp)):
-            raise UserError(disk_full_message(path, e)) from None
+        full = disk_full(e, Path(tmp))
+        if full is not None:
+            raise UserError(disk_full_message(path, full)) from None
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
