@@ -337,7 +337,8 @@ def test_pickle_payload_in_a_checkpoint_never_runs(sampled: Path, tmp_path: Path
         shutil.rmtree(sampled / "train")
 
 
-def test_workspace_of_an_incompatible_vtl_version(sampled: Path, tmp_path: Path) -> None:
+def test_workspace_of_an_incompatible_vtl_version(sampled: Path, tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
     from pipeline import WORKSPACE_FORMAT, __version__
 
     ws = tmp_path / "old"
@@ -346,10 +347,13 @@ def test_workspace_of_an_incompatible_vtl_version(sampled: Path, tmp_path: Path)
     for layout, version in ((WORKSPACE_FORMAT + 1, "9.0.0"), (None, "0.0.1")):
         new = {**info, "layout": layout, "vtl_version": version}
         (ws / "workspace.json").write_text(json.dumps({k: v for k, v in new.items() if v is not None}))
-        for stage in ("sample", "evaluate"):
-            proc = run_vtl(stage, ws)
-            assert_user_error(proc, f"was written by vtl {version} with workspace layout {layout or '?'}",
-                              f"this vtl {__version__} reads layout {WORKSPACE_FORMAT}", "re-run `vtl prepare`")
+        fragments = (f"was written by vtl {version} with workspace layout {layout or '?'}",
+                     f"this vtl {__version__} reads layout {WORKSPACE_FORMAT}", "re-run `vtl prepare`")
+        assert_user_error(run_vtl("sample", ws), *fragments)  # a real process
+        capfd.readouterr()
+        assert vtl_main("evaluate", ws) == 2  # a stage that imports torch: in this process, faster
+        err = capfd.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and all(f in err for f in fragments), err
 
 
 # ----------------------------------------------------------------------------- concurrency
