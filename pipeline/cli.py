@@ -509,3 +509,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        from pipeline.workspace import DISK_FULL, disk_full_message
+
+        if debug or e.errno not in DISK_FULL:
+            raise
+        # Writes outside the atomic helpers (logs, caches of third-party code): same one line.
+        print(f"error: {disk_full_message(e.filename, e)}", file=sys.stderr)
+        sys.exit(2)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -36,6 +37,33 @@ from typing import IO, Any
 from pipeline import WORKSPACE_FORMAT, __version__
 from pipeline.errors import UserError
 from pipeline.sharding import Shard
+
+# A full disk, a full quota, or a file-size limit (RLIMIT_FSIZE): the user must free space.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def disk_full_message(path: Path | str | None, err: OSError) -> str:
+    return (f"cannot write {path or 'a file'}: {err.strerror or err} (disk full?); free some space and re-run, "
+            "finished work is kept")
+
+
+def disk_full(err: BaseException, partial: Path | None = None) -> OSError | None:
+    """The no-room-left error behind ``err`` (raised while writing ``partial``), or None."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return err
+    if not isinstance(err, (OSError, RuntimeError)) or partial is None:
+        return None
+    # numpy's tofile ("N requested and M written") and torch.save ("unexpected pos") lose the
+    # errno of a short write: ask the file system whether the file can still grow.
+    try:
+        st = os.statvfs(partial.parent)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        with open(partial, "ab", buffering=0) as f:
+            f.write(b"\0")
+    except OSError as e:
+        return e if e.errno in DISK_FULL else None
+    return None
 
 
 def _umask() -> int:
@@ -49,7 +77,8 @@ def replaced_on_success(path: Path) -> Iterator[Path]:
     """Yield a hidden temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The one mechanism behind every file vtl writes: a file under its final name
-    is always complete, whatever kills the process.
+    is always complete, whatever kills the process. A full disk becomes a
+    :class:`UserError` naming the file (and the temp file is removed).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -58,6 +87,11 @@ def replaced_on_success(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e, Path(tmp))
+        if full is not None:
+            raise UserError(disk_full_message(path, full)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -93,9 +127,31 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]] |
             writer.writerows(rows)  # type: ignore[arg-type]
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def iter_csv(path: Path, required: Sequence[str] = ()) -> Iterator[dict[str, str]]:
+    """Rows of a CSV file with a header, one at a time; a damaged file (or one lacking a
+    ``required`` column) is a :class:`UserError` naming it, never a crash further on."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UserError(f"{path}: missing column {missing[0]!r} (damaged? re-run the stage that wrote it)")
+            for lineno, row in enumerate(reader, start=2):
+                # a short row gets None for its missing fields: damaged too
+                if any(row.get(c) is None for c in required):
+                    raise UserError(f"{path}:{lineno}: row has too few fields (damaged? re-run the stage that "
+                                    "wrote it)")
+                yield row
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 CSV file ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not a valid CSV file ({e})") from None
+
+
+def read_csv(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Every row of :func:`iter_csv`."""
+    return list(iter_csv(path, required))
 
 
 class Workspace:
@@ -184,8 +240,7 @@ class Workspace:
     def iter_manifest(self) -> Iterator[dict[str, str]]:
         """The manifest's rows one at a time, for stages that must not hold a huge list."""
         self.require_prepared()
-        with open(self.manifest, newline="", encoding="utf-8") as f:
-            yield from csv.DictReader(f)
+        yield from iter_csv(self.manifest, required=("id", "path", "label", "split"))
 
     # -- shard results (``vtl prepare/sample --shard I/N``) ------------------------------
     def shard_manifest(self, shard: Shard) -> Path:

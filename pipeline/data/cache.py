@@ -36,9 +36,16 @@ class ClipCache:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def init(self, params: dict) -> None:
-        """Record the sampling parameters; refuse to mix two samplings in one folder."""
+    def init(self, params: dict, *, remove_temp: bool = True) -> None:
+        """Record the sampling parameters; refuse to mix two samplings in one folder.
+
+        Called under the exclusive workspace lock, temp files left here were abandoned by a
+        killed run (or a full disk): remove them, they may be large. Shards of one sampling
+        share the folder (``remove_temp=False``): another shard's temp files are live.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".*.tmp") if remove_temp else ():
+            stale.unlink(missing_ok=True)
         existing = self.params()
         if existing and existing.get("sampling") != params:
             raise UserError(f"clip cache {self.root} holds another sampling; use --force to resample")

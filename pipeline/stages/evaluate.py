@@ -9,6 +9,7 @@ clips, all views of each video.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,14 @@ def run_evaluate(ws: Workspace, run: str | None = None, split: str = "test", bat
                  views: str | None = None) -> dict[str, Any]:
     ws.require_prepared()
     info_dist = distributed.setup()
+    # It writes eval/RUN/ (and reads clips another stage may be rewriting): one writer at a
+    # time, like every stage; only rank 0 writes under torchrun, so only rank 0 locks.
+    with ws.lock("evaluate") if info_dist.is_main else contextlib.nullcontext():
+        return _evaluate(ws, run, split, batch_size, views, info_dist)
+
+
+def _evaluate(ws: Workspace, run: str | None, split: str, batch_size: int, views: str | None,
+              info_dist: distributed.DistInfo) -> dict[str, Any]:
     run = run or default_run(ws)
     best = ws.train_dir(run) / "best.pt"
     if not best.is_file():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data import decoders
+from pipeline.data.duplicates import cross_split_duplicates, leak_warning
 from pipeline.data.formats import FORMATS
 from pipeline.data.formats.base import Row
 from pipeline.errors import UserError
@@ -247,6 +248,9 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
                             (f" (nor {len(empty) - 1} other classes)" if len(empty) > 1 else "") +
                             f"; see {ws.quarantine}")
         warnings = assign_splits(manifest, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        leaked = cross_split_duplicates(manifest)
+        if leaked:
+            warnings.append(leak_warning(leaked))
         classes = sorted(usable)
         manifest.sort(key=lambda r: (r["split"], r["label"], r["path"]))
         write_csv(ws.manifest, MANIFEST_COLUMNS, manifest)
@@ -256,7 +260,7 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
         if merge:  # consumed: the merged probes now live in the workspace's probe cache
             for p in ws.prepare_shard_files():
                 p.unlink()
-    summary = _summary(manifest, quarantine, classes)
+    summary = {**_summary(manifest, quarantine, classes), "train_test_duplicates": len(leaked)}
     for w in warnings:
         warn(w)
     return summary
@@ -343,6 +347,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{s['quarantined']} quarantined")
     if s["quarantined_by_reason"]:
         text += " (" + ", ".join(f"{k}: {v}" for k, v in s["quarantined_by_reason"].items()) + ")"
+    if s.get("train_test_duplicates"):
+        text += f"; {s['train_test_duplicates']} test files duplicate train files"
     return text
 
 

@@ -189,7 +189,7 @@ def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: S
         if force:  # only this shard's files: the others may be sampling into the same folder
             for r in mine():
                 cache.path(r["id"]).unlink(missing_ok=True)
-        cache.init(cfg.to_dict())
+        cache.init(cfg.to_dict(), remove_temp=False)
         total, owned = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in mine())
         count = sum(1 for r in mine() if not cache.has(r["id"]))
         echo(f"sample: shard {shard} has {owned} of {total} videos; {owned - count} already cached, "

@@ -51,19 +51,36 @@ def require_root(root: Path) -> None:
         raise UserError(f"dataset root {root} does not exist or is not a folder")
 
 
-def walk_files(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS) -> Iterator[Path]:
+LINK_SKIPPED = "symlink loop or repeated folder link: skipped"
+
+
+def inode(path: Path | str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def walk_files(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
+               seen: set[tuple[int, int]] | None = None, skipped: list[Path] | None = None) -> Iterator[Path]:
     """Every file under ``root`` with one of ``extensions``, in a stable order.
 
     Symlinked folders are followed (datasets are often assembled from links) but
-    each real folder is walked once, so a link loop cannot hang the reader.
+    each real folder is walked once: a link to ``root``, to one of its ancestors
+    (a loop) or to a folder in ``seen`` (walked already, or reserved by the
+    caller, e.g. the other class folders) is not entered, and is appended to
+    ``skipped``. ``root`` itself is always walked.
     """
-    seen: set[tuple[int, int]] = set()
+    seen = set() if seen is None else seen
+    top = root.resolve()
+    seen.update(inode(p) for p in (top, *top.parents))  # a link back up would walk forever
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
+        if dirpath != str(root):
+            key = inode(dirpath)
+            if key in seen:
+                dirnames[:] = []
+                if skipped is not None:
+                    skipped.append(Path(dirpath))
+                continue
+            seen.add(key)
         dirnames.sort()
         for name in sorted(filenames):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:

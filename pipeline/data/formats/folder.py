@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.formats.base import VIDEO_EXTENSIONS, FormatResult, Row
-from pipeline.data.formats.common import walk_files
+from pipeline.data.formats.common import LINK_SKIPPED, inode, walk_files
 from pipeline.errors import UserError
 
 
@@ -13,7 +13,9 @@ def list_class_folders(root: Path, extensions: frozenset[str]) -> FormatResult:
     """Rows for every file with a known extension under ``root/<class>/``.
 
     Sub-folders of a class folder are walked too (some datasets nest by
-    group); symlinked directories are followed once, loops are skipped.
+    group); symlinked directories are followed once. A link that loops back
+    up, or into another class folder (its files would get this class's label),
+    is skipped and quarantined.
     """
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist or is not a folder")
@@ -21,8 +23,12 @@ def list_class_folders(root: Path, extensions: frozenset[str]) -> FormatResult:
     if not classes:
         raise UserError(f"dataset root {root} has no class folders (expected root/<class>/<file>)")
     result = FormatResult()
+    seen = {inode(c) for c in classes}
+    skipped: list[Path] = []
     for class_dir in classes:
-        result.rows.extend(Row(path=path, label=class_dir.name) for path in walk_files(class_dir, extensions))
+        files = walk_files(class_dir, extensions, seen=seen, skipped=skipped)
+        result.rows.extend(Row(path=path, label=class_dir.name) for path in files)
+    result.quarantined.extend((str(p), LINK_SKIPPED) for p in skipped)
     return result
 
 
