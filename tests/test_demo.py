@@ -11,7 +11,7 @@ from pipeline.stages.demo import DemoPlan, run_demo
 pytestmark = pytest.mark.slow
 
 TINY = DemoPlan(source_clips_per_class=6, target_clips_per_class=8, video_size=32, frame_size=64,
-                source_epochs=1, target_epochs=2, linear_epochs=3, workers=1)
+                source_epochs=1, target_epochs=2, linear_epochs=3, workers=1, shuffled_clips_per_class=3)
 
 
 def test_demo_writes_report_and_summary(tmp_path):
@@ -28,6 +28,14 @@ def test_demo_writes_report_and_summary(tmp_path):
         assert 0.0 <= entry["top1"] <= 1.0
     # The transferred video backbone names its source: the checkpoint pretrained on the source data.
     assert summary[-1]["source"].endswith("best.pt")
+
+    # The "which source?" section: a real benchmark grid on the target, scratch included.
+    assert "## Which source? (`vtl benchmark`)" in text
+    bench = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {e["source"] for e in bench["ranking"]} == {"imagenet", "shuffled-labels"}
+    results = (tmp_path / "target" / "benchmark" / "results.csv").read_text().splitlines()
+    assert sum(",scratch," in line for line in results) == 2 * TINY.bench_seeds  # one per backbone and seed
+    assert set(bench["negative_transfer"]) <= {"imagenet", "shuffled-labels"}
 
     # A second run reuses data, caches and finished runs: nothing is retrained.
     best = tmp_path / "target" / "train" / "scratch" / "best.pt"

@@ -7,7 +7,12 @@
 3. On the target, compares: the video backbone from scratch; ImageNet
    efficientnet_lite0 as a linear probe and fine-tuned; the source-pretrained
    video backbone fine-tuned.
-4. Writes ``report.md`` (table + bar chart) and ``summary.json``.
+4. **Which source?** A short ``vtl benchmark`` on the same target (2-frame clips): the
+   ImageNet efficientnet_lite0 and a resnet18 pretrained on a *label-shuffled* source, each as
+   a linear probe, against each backbone's scratch baseline over two seeds: the first
+   transfers well, the second is flagged as negative transfer (see docs/benchmark.md).
+5. Writes ``report.md`` (table + bar chart + the benchmark's verdict), ``summary.json`` (one entry
+   per target run) and ``benchmark.json`` (the ranking and the negative-transfer flags).
 
 Every step is an ordinary stage on ordinary workspaces, so a re-run reuses
 what is done (data, caches, finished runs).
@@ -25,6 +30,7 @@ from pipeline.data.synthetic import make_source_dataset, make_target_dataset
 from pipeline.progress import echo
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
+from pipeline.stages.benchmark import BenchmarkConfig, read_results, run_benchmark
 from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.prepare import PrepareConfig, run_prepare
 from pipeline.stages.sample import run_sample
@@ -36,16 +42,21 @@ from pipeline.workspace import Workspace, write_json, write_text
 class DemoPlan:
     """Sizes of the demo; the defaults finish in a few minutes on 2 CPU cores."""
 
-    source_clips_per_class: int = 40
+    source_clips_per_class: int = 30
     target_clips_per_class: int = 30  # 10 train, 5 val, 15 test per class
     video_backbone: str = "x3d_xs"
     video_size: int = 32
     frame_size: int = 112
     frames: int = 8
-    source_epochs: int = 10
+    source_epochs: int = 6
     target_epochs: int = 12
     linear_epochs: int = 60
     workers: int = 2
+    # the "which source?" benchmark: tiny 2-frame clips so that each scratch cell takes seconds
+    bench_frames: int = 2
+    bench_short_side: int = 64
+    bench_seeds: int = 2
+    shuffled_clips_per_class: int = 10
 
 
 def _ensure_data(out: Path, plan: DemoPlan) -> tuple[Path, Path]:
@@ -61,18 +72,20 @@ def _ensure_data(out: Path, plan: DemoPlan) -> tuple[Path, Path]:
     return source, target
 
 
-def _workspace(path: Path, root: Path, plan: DemoPlan, val: float, test: float) -> Workspace:
+def _workspace(path: Path, root: Path, plan: DemoPlan, val: float, test: float,
+               sampling: SamplingConfig) -> tuple[Workspace, str]:
+    """A prepared and sampled workspace, and the key of its clip cache."""
     ws = Workspace(path)
     run_prepare(ws, PrepareConfig(format="folder", root=root, val_fraction=val, test_fraction=test,
                                   workers=plan.workers))
-    run_sample(ws, SamplingConfig(frames=plan.frames, short_side=64, clips_per_video=2), workers=plan.workers)
-    return ws
+    return ws, run_sample(ws, sampling, workers=plan.workers)["key"]
 
 
-def _target_runs(plan: DemoPlan, source_ckpt: Path) -> list[tuple[str, str, TrainConfig]]:
-    """(display name, source description, config) of each target run."""
+def _target_runs(plan: DemoPlan, source_ckpt: Path, sampling: str) -> list[tuple[str, str, TrainConfig]]:
+    """(display name, source description, config) of each target run, all on clip cache ``sampling``
+    (named, because the benchmark section samples the target workspace a second way)."""
     v, f = plan.video_backbone, "efficientnet_lite0"
-    return [
+    runs = [
         (f"{v} from scratch", "none (random init)",
          TrainConfig(backbone=v, strategy="scratch", epochs=plan.target_epochs, lr=5e-3, batch_size=16,
                      input_size=plan.video_size, augment="crop", name="scratch")),
@@ -80,7 +93,7 @@ def _target_runs(plan: DemoPlan, source_ckpt: Path) -> list[tuple[str, str, Trai
          TrainConfig(backbone=f, strategy="linear", weights="imagenet1k", epochs=plan.linear_epochs, lr=1e-2,
                      batch_size=32, input_size=plan.frame_size, name="imagenet-linear")),
         (f"{f} ImageNet, fine-tune", "imagenet1k",
-         TrainConfig(backbone=f, strategy="finetune", weights="imagenet1k", epochs=plan.target_epochs // 2,
+         TrainConfig(backbone=f, strategy="finetune", weights="imagenet1k", epochs=plan.target_epochs // 3,
                      lr=1e-3, backbone_lr_mult=0.1, batch_size=16, input_size=plan.frame_size, augment="crop",
                      name="imagenet-finetune")),
         (f"{v} synthetic-source, fine-tune", str(source_ckpt),
@@ -88,6 +101,9 @@ def _target_runs(plan: DemoPlan, source_ckpt: Path) -> list[tuple[str, str, Trai
                      lr=5e-3, backbone_lr_mult=0.3, batch_size=16, input_size=plan.video_size, augment="crop",
                      name="source-finetune")),
     ]
+    for _, _, cfg in runs:
+        cfg.sampling = sampling
+    return runs
 
 
 def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
@@ -95,35 +111,92 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     source_root, target_root = _ensure_data(out, plan)
-    source_ws = _workspace(out / "source", source_root, plan, val=0.15, test=0.0)
-    target_ws = _workspace(out / "target", target_root, plan, val=0.17, test=0.5)
+    clips = SamplingConfig(frames=plan.frames, short_side=64, clips_per_video=2)
+    source_ws, source_key = _workspace(out / "source", source_root, plan, val=0.15, test=0.0, sampling=clips)
+    target_ws, target_key = _workspace(out / "target", target_root, plan, val=0.17, test=0.5, sampling=clips)
 
     echo(f"demo: pretraining {plan.video_backbone} on the synthetic source")
     pre = run_train(source_ws, TrainConfig(backbone=plan.video_backbone, strategy="scratch", epochs=plan.source_epochs,
                                            lr=5e-3, batch_size=16, input_size=plan.video_size, augment="crop",
-                                           name="pretrain"))
+                                           name="pretrain", sampling=source_key))
     source_ckpt = Path(pre["run_dir"]) / "best.pt"
 
     summary: list[dict[str, Any]] = []
-    for name, source, cfg in _target_runs(plan, source_ckpt):
+    for name, source, cfg in _target_runs(plan, source_ckpt, target_key):
         echo(f"demo: target run '{name}'")
         trained = run_train(target_ws, cfg)
         metrics = run_evaluate(target_ws, cfg.run_name)
         summary.append({"name": name, "backbone": cfg.backbone, "source": source, "strategy": cfg.strategy,
                         "top1": metrics["video_top1"], "mean_class_accuracy": metrics["video_mean_class_accuracy"],
                         "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name})
+    bench = _benchmark_sources(out, plan, target_ws)
     write_json(out / "summary.json", summary)
-    report = _write_report(out, summary, pre, time.perf_counter() - t0, target_ws)
+    write_json(out / "benchmark.json", bench)
+    report = _write_report(out, summary, pre, time.perf_counter() - t0, target_ws, bench)
     return report
 
 
-def _write_report(out: Path, summary: list[dict], pre: dict, seconds: float, target_ws: Workspace) -> Path:
+def _benchmark_sources(out: Path, plan: DemoPlan, target_ws: Workspace) -> dict[str, Any]:
+    """``vtl benchmark`` on the target with one good and one deliberately bad source."""
+    echo("demo: benchmark of sources (which one transfers? which one hurts?)")
+    shuffled_root = out / "data" / "source-shuffled"
+    if not (shuffled_root / ".complete").is_file():
+        make_source_dataset(shuffled_root, plan.shuffled_clips_per_class, size=32, frames=8, seed=2,
+                            shuffle_labels=True)
+        (shuffled_root / ".complete").touch()
+    tiny = SamplingConfig(frames=plan.bench_frames, short_side=plan.bench_short_side)
+    shuffled_ws, shuffled_key = _workspace(out / "source-shuffled", shuffled_root, plan, val=0.15, test=0.0,
+                                           sampling=tiny)
+    # Labels drawn at random, and a learning rate far too high: features worth nothing, the
+    # kind of source nobody would pick on purpose but one can pick by accident.
+    bad = run_train(shuffled_ws, TrainConfig(backbone="resnet18", strategy="scratch", epochs=3, lr=0.1,
+                                             batch_size=8, input_size=32, augment="none", name="pretrain",
+                                             sampling=shuffled_key))
+    bench_key = run_sample(target_ws, tiny, workers=plan.workers)["key"]
+    sources = out / "sources.yaml"
+    write_text(sources, f"""# written by `vtl demo`: the benchmark of its "which source?" section
+train:
+  sampling: {bench_key}
+  augment: none
+  scratch: {{epochs: 6, lr: 0.003, batch_size: 12}}
+  linear: {{epochs: 30, lr: 0.01}}
+sources:
+  - name: imagenet
+    backbone: efficientnet_lite0
+    weights: imagenet1k
+    train: {{input_size: 64}}
+  - name: shuffled-labels
+    backbone: resnet18
+    weights: {Path(bad["run_dir"]).resolve() / "best.pt"}
+    train: {{input_size: 32}}
+""")
+    result = run_benchmark(target_ws, BenchmarkConfig(sources=sources, strategies=("linear",), fractions=(1.0,),
+                                                      seeds=plan.bench_seeds))
+    scratch: dict[str, list[float]] = {}
+    for r in read_results(target_ws):
+        if r["strategy"] == "scratch":
+            scratch.setdefault(r["backbone"], []).append(float(r["top1"]))
+    ranking = [{**e, "scratch": sum(scratch[e["backbone"]]) / len(scratch[e["backbone"]])}
+               for e in result["ranking"]]
+    return {"report": str(result["report"]), "ranking": ranking, "seeds": plan.bench_seeds,
+            "negative_transfer": sorted({f["source"] for f in result["flags"]}), "flags": result["flags"]}
+
+
+def _write_report(out: Path, summary: list[dict], pre: dict, seconds: float, target_ws: Workspace,
+                  bench: dict[str, Any]) -> Path:
     scratch = summary[0]["top1"]
     plot_bars([s["name"] for s in summary], [s["top1"] for s in summary], out / "demo_top1.png",
               title="Target test top-1 (synthetic actions, 10 train clips/class)", ylabel="top-1",
               reference=scratch, reference_label="scratch")
     rows = [{**s, "gain": s["top1"] - scratch} for s in summary]
     counts = {split: len(target_ws.manifest_rows(split)) for split in ("train", "val", "test")}
+    flagged = set(bench["negative_transfer"])
+    bench_rows = [{**e, "mean": f"{e['mean']:.3f}", "scratch": f"{e['scratch']:.3f}",
+                   "vs_scratch": f"{e['mean'] - e['scratch']:+.3f}",
+                   "verdict": "NEGATIVE TRANSFER" if e["source"] in flagged else
+                   ("transfers" if e["mean"] > e["scratch"] else "no gain")} for e in bench["ranking"]]
+    verdict = ("Flagged as negative transfer (below scratch by more than the seed spread): "
+               + ", ".join(sorted(flagged)) + "." if flagged else "No source was flagged as negative transfer.")
     text = f"""# vtl demo: transfer vs scratch
 
 Target: {len(target_ws.classes())} synthetic action classes (motion + shape, textured backgrounds),
@@ -138,7 +211,23 @@ Source: synthetic motions on plain backgrounds; the video backbone was pretraine
 ![top-1 per run](demo_top1.png)
 
 Each run's confusion matrix and per-class scores are in `target/eval/<run>/`.
-A run below scratch would be *negative transfer*: the source hurt. Total time {seconds:.0f} s.
+A run below scratch would be *negative transfer*: the source hurt.
+
+## Which source? (`vtl benchmark`)
+
+On 2-frame clips of the same target, two sources as linear probes against each backbone's
+scratch baseline ({bench['seeds']} seeds): the ImageNet
+efficientnet_lite0, and a resnet18 pretrained on a **label-shuffled** source (random labels, a far too
+high learning rate: the kind of source that hurts).
+
+{table(bench_rows, [("source", "source"), ("backbone", "backbone"), ("best_strategy", "strategy"),
+                    ("mean", "top-1"), ("scratch", "scratch top-1"), ("vs_scratch", "vs scratch"),
+                    ("verdict", "verdict")])}
+
+{verdict}
+Full grid, transferability scores (LogME, LEEP) and plots: `target/benchmark/report.md`.
+
+Total time {seconds:.0f} s.
 """
     write_text(out / "report.md", text)
     return out / "report.md"
