@@ -42,3 +42,11 @@ extract_zip() { # archive dest
         die "cannot extract $1: install unzip, or extract it yourself into $2"
     fi
 }
+
+prepare_and_sample() { # vtl-prepare-args...: `vtl prepare WORKSPACE ARGS`, then `vtl sample` with the defaults
+    command -v "$VTL" >/dev/null 2>&1 || die "'$VTL' not found: install vtl or set VTL=/path/to/vtl"
+    set -x
+    "$VTL" prepare "$WORKSPACE" "$@" --workers "$WORKERS"
+    "$VTL" sample "$WORKSPACE" --frames "$FRAMES" --sampling uniform --short-side "$SHORT_SIDE" \
+        --clips-per-video "$CLIPS" --workers "$WORKERS"
+}

@@ -61,8 +61,4 @@ if [[ ! -d $SPLITS ]]; then
     [[ -d $SPLITS ]] || die "test_train_splits.rar did not unpack to $SPLITS/"
 fi
 
-command -v "$VTL" >/dev/null 2>&1 || die "'$VTL' not found: install vtl or set VTL=/path/to/vtl"
-set -x
-"$VTL" prepare "$WORKSPACE" --format hmdb51 --root "$ROOT" --splits "$SPLITS" --fold "$FOLD" --workers "$WORKERS"
-"$VTL" sample "$WORKSPACE" --frames "$FRAMES" --sampling uniform --short-side "$SHORT_SIDE" \
-    --clips-per-video "$CLIPS" --workers "$WORKERS"
+prepare_and_sample --format hmdb51 --root "$ROOT" --splits "$SPLITS" --fold "$FOLD"

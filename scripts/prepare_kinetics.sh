@@ -46,8 +46,4 @@ if ((${#missing[@]})); then
     exit 1
 fi
 
-command -v "$VTL" >/dev/null 2>&1 || die "'$VTL' not found: install vtl or set VTL=/path/to/vtl"
-set -x
-"$VTL" prepare "$WORKSPACE" --format kinetics --root "$ROOT" --splits "$ANN" --workers "$WORKERS"
-"$VTL" sample "$WORKSPACE" --frames "$FRAMES" --sampling uniform --short-side "$SHORT_SIDE" \
-    --clips-per-video "$CLIPS" --workers "$WORKERS"
+prepare_and_sample --format kinetics --root "$ROOT" --splits "$ANN"
