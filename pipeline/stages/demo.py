@@ -93,7 +93,7 @@ def _target_runs(plan: DemoPlan, source_ckpt: Path, sampling: str) -> list[tuple
          TrainConfig(backbone=f, strategy="linear", weights="imagenet1k", epochs=plan.linear_epochs, lr=1e-2,
                      batch_size=32, input_size=plan.frame_size, name="imagenet-linear")),
         (f"{f} ImageNet, fine-tune", "imagenet1k",
-         TrainConfig(backbone=f, strategy="finetune", weights="imagenet1k", epochs=plan.target_epochs // 3,
+         TrainConfig(backbone=f, strategy="finetune", weights="imagenet1k", epochs=max(1, plan.target_epochs // 3),
                      lr=1e-3, backbone_lr_mult=0.1, batch_size=16, input_size=plan.frame_size, augment="crop",
                      name="imagenet-finetune")),
         (f"{v} synthetic-source, fine-tune", str(source_ckpt),
