@@ -151,12 +151,15 @@ def test_train_rerun_does_not_retrain(ws: Path) -> None:
     assert mtimes(out) == before  # best.pt, last.pt, metrics.jsonl and config.yaml untouched
 
 
-def test_finetune_starts_from_the_linear_probe_head(ws: Path) -> None:
+def test_finetune_starts_from_the_linear_probe_head(ws: Path, tmp_path: Path) -> None:
     """LP-FT: the head is first fitted on the cached frozen features (the linear run's cache is
     reused), and fine-tuning starts from that head. With a fine-tuning LR of ~0, the final head
-    is the probe's best head."""
+    is the probe's best head. (On a copy: the module's workspace keeps its latest run.)"""
+    import shutil
+
     import torch
 
+    ws = Path(shutil.copytree(ws, tmp_path / "ws"))
     features = sorted(p.name for p in (ws / "features").iterdir())
     invoke_vtl("-q", "train", ws, "--backbone", "efficientnet_lite0", "--strategy", "finetune", "--weights",
                "imagenet1k", "--input-size", "64", "--epochs", "1", "--lr", "1e-12", "--probe-epochs", "4",
