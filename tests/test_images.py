@@ -192,7 +192,7 @@ def test_dog_breeds_finetune_keeps_up_with_the_linear_probe(dogs_linear, shared_
     the probed head, fine-tuning 180 photos distorts the ImageNet features (0.867 at lr 0.003)."""
     _, (ws, _) = dogs_linear
     vtl("train", str(ws), "--backbone", "efficientnet_lite0", "--strategy", "finetune", "--weights", "imagenet1k",
-        "--epochs", "6", "--lr", "0.0005", "--backbone-lr-mult", "0.1", "--batch-size", "16", "--input-size", "224")
+        "--epochs", "3", "--lr", "0.0005", "--backbone-lr-mult", "0.1", "--batch-size", "16", "--input-size", "224")
     vtl("evaluate", str(ws), "--run", "efficientnet_lite0-finetune")
     top1 = {run: json.loads((ws / "eval" / run / "metrics.json").read_text())["top1"]
             for run in ("efficientnet_lite0-linear", "efficientnet_lite0-finetune")}
