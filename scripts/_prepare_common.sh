@@ -6,13 +6,18 @@ die() {
     exit 1
 }
 
-# DATA_DIR WORKSPACE [FOLD] of the datasets with official folds (UCF101, HMDB51); the caller defines usage().
+fold_usage() {
+    echo "usage: $(basename "$0") DATA_DIR WORKSPACE [FOLD]   (FOLD: 1, 2 or 3; default 1)" >&2
+    exit 2
+}
+
+# DATA_DIR WORKSPACE [FOLD] of the datasets with official folds (UCF101, HMDB51).
 parse_fold_args() {
-    [[ $# -ge 2 && $# -le 3 ]] || usage
+    [[ $# -ge 2 && $# -le 3 ]] || fold_usage
     DATA_DIR=$1
     WORKSPACE=$2
     FOLD=${3:-1}
-    [[ $FOLD =~ ^[123]$ ]] || usage
+    [[ $FOLD =~ ^[123]$ ]] || fold_usage
     [[ -d $DATA_DIR ]] || die "DATA_DIR '$DATA_DIR' is not a folder"
 }
 

@@ -9,10 +9,6 @@
 # Env: VTL (default: vtl), FRAMES (16), SHORT_SIDE (128), CLIPS (3), WORKERS (min(4, CPUs)).
 set -euo pipefail
 
-usage() {
-    echo "usage: $(basename "$0") DATA_DIR WORKSPACE [FOLD]   (FOLD: 1, 2 or 3; default 1)" >&2
-    exit 2
-}
 # shellcheck source=scripts/_prepare_common.sh
 source "$(dirname "$0")/_prepare_common.sh"
 

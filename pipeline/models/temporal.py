@@ -14,6 +14,8 @@ from torch import nn
 from pipeline.models.registry import Backbone
 
 TEMPORAL_POOLINGS = ("avg", "max", "conv", "attention")
+# Poolings with parameters of their own: they train, so their output cannot be cached as frozen features.
+LEARNABLE_POOLINGS = ("conv", "attention")
 
 
 class TemporalConv(nn.Module):

@@ -422,6 +422,7 @@ def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
     from pipeline.engine.distributed import DistInfo
     from pipeline.engine.trainer import Speed
     from pipeline.models.registry import get_spec
+    from pipeline.models.temporal import LEARNABLE_POOLINGS
     from pipeline.stages.sample import latest_sampling
     from pipeline.stages.train import cached_features, feature_key, load_splits
     from pipeline.transfer.transferability import leep, logme
@@ -434,7 +435,7 @@ def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
         raise UserError(f"no clip cache {sampling!r} in {ws.root}; run `vtl sample` first")
     size = opts.get("input_size") or spec.input_size
     temporal = opts.get("temporal", "avg")
-    if temporal in ("conv", "attention"):
+    if temporal in LEARNABLE_POOLINGS:
         temporal = "avg"  # a learnable temporal head has no frozen features; score the average
     splits = load_splits(ws, cache, classes, 1.0, 0)
     if not need_eval_features:

@@ -21,6 +21,7 @@ what is done (data, caches, finished runs).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,20 @@ class DemoPlan:
     shuffled_clips_per_class: int = 10
 
 
+def _written_once(root: Path, what: str, write: Callable[[Path], Any]) -> Path:
+    """``write(root)`` unless an earlier demo finished writing it (``.complete``)."""
+    if not (root / ".complete").is_file():
+        echo(f"demo: writing the {what}")
+        write(root)
+        (root / ".complete").touch()
+    return root
+
+
 def _ensure_data(out: Path, plan: DemoPlan) -> tuple[Path, Path]:
-    source, target = out / "data" / "source", out / "data" / "target"
-    if not (source / ".complete").is_file():
-        echo("demo: writing the synthetic source dataset")
-        make_source_dataset(source, plan.source_clips_per_class, seed=0)
-        (source / ".complete").touch()
-    if not (target / ".complete").is_file():
-        echo("demo: writing the synthetic target dataset")
-        make_target_dataset(target, plan.target_clips_per_class, seed=1)
-        (target / ".complete").touch()
+    source = _written_once(out / "data" / "source", "synthetic source dataset",
+                           lambda root: make_source_dataset(root, plan.source_clips_per_class, seed=0))
+    target = _written_once(out / "data" / "target", "synthetic target dataset",
+                           lambda root: make_target_dataset(root, plan.target_clips_per_class, seed=1))
     return source, target
 
 
@@ -139,11 +144,9 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
 def _benchmark_sources(out: Path, plan: DemoPlan, target_ws: Workspace) -> dict[str, Any]:
     """``vtl benchmark`` on the target with one good and one deliberately bad source."""
     echo("demo: benchmark of sources (which one transfers? which one hurts?)")
-    shuffled_root = out / "data" / "source-shuffled"
-    if not (shuffled_root / ".complete").is_file():
-        make_source_dataset(shuffled_root, plan.shuffled_clips_per_class, size=32, frames=8, seed=2,
-                            shuffle_labels=True)
-        (shuffled_root / ".complete").touch()
+    shuffled_root = _written_once(out / "data" / "source-shuffled", "label-shuffled source dataset",
+                                  lambda root: make_source_dataset(root, plan.shuffled_clips_per_class, size=32,
+                                                                   frames=8, seed=2, shuffle_labels=True))
     tiny = SamplingConfig(frames=plan.bench_frames, short_side=plan.bench_short_side)
     shuffled_ws, shuffled_key = _workspace(out / "source-shuffled", shuffled_root, plan, val=0.15, test=0.0,
                                            sampling=tiny)

@@ -5,9 +5,10 @@ Frozen strategies (``linear``) first extract the backbone's features once into
 others train on the cached clips. Strategies that train a pretrained backbone
 start, by default, from a head already fitted on those cached features (LP-FT,
 Kumar et al. ICLR 2022: a random head's large early gradients distort the
-pretrained features; a probed head does not), written under ``RUN/probe/``. Every epoch writes ``last.pt`` (full state,
-so a re-run resumes where it stopped) and ``metrics.jsonl``; the best epoch on
-the validation split is ``best.pt``.
+pretrained features; a probed head does not), written under ``RUN/probe/``.
+Every epoch writes ``last.pt`` (full state, so a re-run resumes where it
+stopped) and ``metrics.jsonl``; the best epoch on the validation split is
+``best.pt``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pipeline.engine.trainer import Speed, fit
 from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
-from pipeline.models.temporal import TEMPORAL_POOLINGS
+from pipeline.models.temporal import LEARNABLE_POOLINGS, TEMPORAL_POOLINGS
 from pipeline.progress import echo, warn
 from pipeline.report.runs import leakage_warning
 from pipeline.stages.sample import latest_sampling
@@ -245,7 +246,7 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
         speed.prepare(model)
         strategy = cfg.make_strategy()
         if strategy.frozen_backbone:
-            if cfg.temporal in ("conv", "attention"):
+            if cfg.temporal in LEARNABLE_POOLINGS:
                 raise UserError("--strategy linear trains only the head on cached features; a learnable "
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
             fkey, loaders = _probe_data(ws, model, cache, classes, splits, cfg, weights, sampling, size, info, speed)
@@ -287,7 +288,7 @@ def _probe_head(ws: Workspace, model: Classifier, cache: ClipCache, classes: lis
                 out: Path, restart: bool) -> None:
     """LP-FT's first phase: fit the head on cached frozen features (``RUN/probe/``), then start
     the fine-tuning from its best epoch."""
-    if cfg.temporal in ("conv", "attention"):
+    if cfg.temporal in LEARNABLE_POOLINGS:
         # A learnable temporal head sits inside the backbone: its random init would be frozen
         # into the probe's features. Fine-tune from a random head instead.
         warn(f"--temporal {cfg.temporal}: no linear-probe head initialisation (LP-FT); the head starts random")
