@@ -66,7 +66,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
       vtl sample  runs/ucf --frames 8 --short-side 128
       vtl train   runs/ucf --backbone efficientnet_lite0 --strategy linear
       vtl evaluate runs/ucf
-    Or all of them from one file: vtl run configs/demo_folder.yaml. New here? vtl demo.
+    Or all of them from one file: vtl run configs/dogs_efficientnet_lite0.yaml. New here? vtl demo.
     """
     ctx.obj = {"debug": debug}
     set_quiet(quiet)
@@ -461,7 +461,7 @@ def weights_import(file: Path, backbone: str, tag: str) -> None:
 def run_config(config: Path) -> None:
     """Run the stages in order from one YAML file (see configs/).
 
-    Example: vtl run configs/demo_folder.yaml
+    Example: vtl run configs/dogs_efficientnet_lite0.yaml
     """
     from pipeline.config import run_file
 
