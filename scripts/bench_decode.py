@@ -5,7 +5,8 @@ probe are skipped), measures in one run, interleaving the methods per video so t
 machine's noise:
 
 (a) vtl's sampler: probe once (untimed, as ``vtl prepare`` does), then time
-    ``decoders.read(path, uniform_indices(n, FRAMES, train=False), size)``;
+    ``decoders.read(path, uniform_indices(n, FRAMES, train=False), size)`` as ``vtl sample`` does
+    (PyAV's indexed decode, decord fallback);
 (b) naive PyAV: decode every frame, convert each to an RGB ndarray, then pick the FRAMES frames;
 (c) PyAV decode of every frame without RGB conversion (the floor of any decode-everything approach).
 
@@ -86,7 +87,7 @@ def main() -> None:
             info, backend = decoders.probe(path)
             indices = uniform_indices(info.num_frames, args.frames, train=False)
             size = decoders.resized_size(info.height, info.width, args.short_side)
-            decoders.read(path, indices, size, backend=backend)  # warm-up: page cache + checks it decodes
+            decoders.read(path, indices, size)  # warm-up: page cache + checks it decodes
             decode_all(path, indices, size, rgb=False)
         except Exception as e:  # noqa: BLE001 - anything undecodable is skipped, as prepare would quarantine it
             skipped.append(f"{path.relative_to(root)}: {str(e)[:80]}")
@@ -96,7 +97,7 @@ def main() -> None:
         sys.exit(f"no decodable videos under {root}")
 
     runs = {
-        "a": lambda p, idx, size, backend: decoders.read(p, idx, size, backend=backend),
+        "a": lambda p, idx, size, backend: decoders.read(p, idx, size),
         "b": lambda p, idx, size, backend: decode_all(p, idx, size, rgb=True),
         "c": lambda p, idx, size, backend: decode_all(p, idx, size, rgb=False),
     }
@@ -137,7 +138,7 @@ def main() -> None:
     print(f"| ratio a/b | **{rate['a'] / rate['b']:.2f}×** (target ≥ 3×) | |")
     print(f"| ratio a/c | **{rate['a'] / rate['c']:.2f}×** (target ≥ 1.0×) | |")
     print()
-    print("| container | videos | backend of (a) | (a) clips/s | (b) clips/s | (c) clips/s | a/b | a/c |")
+    print("| container | videos | probed by | (a) clips/s | (b) clips/s | (c) clips/s | a/b | a/c |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for ext in sorted(by_ext):
         c = count_ext[ext]

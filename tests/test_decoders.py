@@ -12,7 +12,8 @@ import pytest
 from conftest import SHARED_DATA, invoke_vtl
 
 from pipeline.data import decoders
-from pipeline.data.decoders import DecodeError, get_decoder, resized_size
+from pipeline.data.decoders import DecodeError, get_decoder, pyav_backend, resized_size
+from pipeline.data.decoders.pyav_backend import PyAVDecoder
 from pipeline.data.synthetic import write_video
 from pipeline.errors import UserError
 
@@ -119,6 +120,56 @@ def test_ffv1_mkv_is_lossless(tmp_path: Path) -> None:
         np.testing.assert_array_equal(get_decoder(backend).read(path, [0, 4, 9]), frames[[0, 4, 9]])
 
 
+# ----------------------------------------------------------------------------- PyAV's indexed reads
+
+# GOP structures the indexed decode must get right: B-frames reordered in the container (MP4),
+# open GOPs whose leading B-frames reference the previous GOP (MKV), and AVIs, whose timestamps
+# are guesses (with B-frames the reader must notice and decode sequentially).
+GOP_VIDEOS = {
+    "h264_bframes.mp4": ("libx264", {"x264-params": "keyint=10:min-keyint=10:bframes=3:scenecut=0"}),
+    "h264_open_gop.mkv": ("libx264", {"x264-params": "keyint=10:min-keyint=10:bframes=3:open-gop=1:scenecut=0"}),
+    "mpeg4_bframes.avi": ("mpeg4", {"g": "10", "bf": "2"}),
+    "mpeg4_no_bframes.avi": ("mpeg4", {"g": "10", "bf": "0"}),
+    "mpeg4_bframes.mp4": ("mpeg4", {"g": "10", "bf": "2"}),
+}
+GOP_FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def gop_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    # noise on a moving gradient: every frame differs, and the encoder can't skip any
+    rng = np.random.default_rng(0)
+    xx = np.arange(64)[None, None, :, None]
+    frames = ((xx * 3 + np.arange(GOP_FRAMES)[:, None, None, None] * 5) % 192
+              + rng.integers(0, 64, (GOP_FRAMES, 48, 64, 3))).astype(np.uint8)
+    root = tmp_path_factory.mktemp("gops")
+    for name, (codec, options) in GOP_VIDEOS.items():
+        write_video(root / name, frames, fps=25, codec=codec, **options)
+    return {name: root / name for name in GOP_VIDEOS}
+
+
+@pytest.mark.parametrize("name", GOP_VIDEOS)
+def test_indexed_read_equals_sequential_decode_frame_by_frame(gop_videos, name: str) -> None:
+    path = gop_videos[name]
+    sequential, indexed = PyAVDecoder(indexed=False), PyAVDecoder()
+    assert sequential.frame_count(path) == GOP_FRAMES
+    reference = sequential.read(path, list(range(GOP_FRAMES)))
+    for i in range(GOP_FRAMES):  # every frame alone: each GOP position, leading B-frames included
+        np.testing.assert_array_equal(indexed.read(path, [i]), reference[[i]], err_msg=f"frame {i}")
+    for indices in ([0, 13, 27, 39], [39, 2, 2, 21], list(range(0, GOP_FRAMES, 3)), [GOP_FRAMES + 5, 1]):
+        expected = reference[[min(i, GOP_FRAMES - 1) if i < GOP_FRAMES else 1 for i in indices]]
+        np.testing.assert_array_equal(indexed.read(path, indices), expected, err_msg=str(indices))
+    size = (24, 32)
+    np.testing.assert_array_equal(indexed.read(path, [5, 30], size), sequential.read(path, [5, 30], size))
+
+
+def test_indexed_read_demuxes_twice_past_the_packet_memory_limit(gop_videos, monkeypatch) -> None:
+    path = gop_videos["h264_bframes.mp4"]
+    expected = PyAVDecoder(indexed=False).read(path, [3, 17, 38])
+    monkeypatch.setattr(pyav_backend, "PACKET_MEMORY_LIMIT", 1000)  # a few packets' worth
+    np.testing.assert_array_equal(PyAVDecoder().read(path, [3, 17, 38]), expected)
+
+
 # ----------------------------------------------------------------------------- real media (shared/data)
 
 
@@ -185,6 +236,23 @@ def test_real_clip_decodes_alike_in_both_backends(shared_data: Path, row: dict[s
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize("row", GOOD_ROWS or [None], ids=[r["path"] for r in GOOD_ROWS] or ["no-shared-data"])
+def test_real_clip_indexed_read_equals_sequential_decode(shared_data: Path, row: dict[str, str]) -> None:
+    """The reader ``vtl sample`` uses, against decoding every frame in order: same pixels."""
+    from pipeline.data.sampling import random_indices, uniform_indices
+
+    path = shared_data / "videos" / row["path"]
+    n = int(row["frames"])
+    rng = np.random.default_rng(0)
+    sequential = PyAVDecoder(indexed=False)
+    for indices in (uniform_indices(n, 16, train=False), uniform_indices(n, 8, train=True, rng=rng),
+                    random_indices(n, 8, 2, train=True, rng=rng), [n - 1, 0]):
+        for size in (None, (64, 86)):
+            np.testing.assert_array_equal(decoders.read(path, indices, size), sequential.read(path, indices, size),
+                                          err_msg=f"{indices} at {size}")
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rotated_files_resize_in_displayed_orientation(shared_data: Path, backend: str) -> None:
     path = shared_data / "videos/edge_cases/decord_test_data/video_90.mov"
@@ -207,7 +275,7 @@ def test_pipeline_read_is_frame_accurate_on_truman_show(shared_data: Path) -> No
     path = shared_data / "videos/torchvision_assets/TrumanShow_wave_f_nm_np1_fr_med_26.avi"
     indices = [0, 24, 46]
     ref = get_decoder("pyav").read(path, indices).astype(float)
-    got = decoders.read(path, indices).astype(float)  # the reader `vtl sample` uses (decord first)
+    got = decoders.read(path, indices).astype(float)  # the reader `vtl sample` uses
     assert np.abs(got - ref).mean() <= DEFAULT_PIXEL_TOLERANCE
 
 

@@ -1,6 +1,6 @@
 """``vtl sample``: decode each video once and cache its sampled clips.
 
-Each worker decodes one video (decord, PyAV fallback), resizing while decoding,
+Each worker decodes one video (PyAV's indexed decode, decord fallback), resizing while decoding,
 and writes ``clips/<key>/<id>.npy`` atomically; a re-run samples only videos
 without a file. Files that fail here are added to ``quarantine.csv`` and the
 stage goes on.
@@ -50,7 +50,7 @@ def video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.
     views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"])
     wanted = sorted({i for view in views for i in view})
     size = decoders.resized_size(int(row["height"]), int(row["width"]), cfg.short_side)
-    frames = decoders.read(Path(row["path"]), wanted, size, backend=row.get("decoder") or "decord")
+    frames = decoders.read(Path(row["path"]), wanted, size)
     position = {idx: k for k, idx in enumerate(wanted)}
     return np.stack([frames[[position[i] for i in view]] for view in views])
 

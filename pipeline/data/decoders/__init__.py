@@ -1,8 +1,15 @@
 """Video decoders behind one interface (``Decoder``), one module per backend.
 
-``probe`` and ``read`` try the preferred backend (decord by default) and fall
-back to PyAV, so a file decord cannot handle is retried before it is
-quarantined.
+``probe`` and ``read`` try a preferred backend and fall back to the other, so a
+file one backend cannot handle is retried before it is quarantined.
+
+* ``probe`` prefers decord (PyAV for AVI): decord counts frames from the
+  container's index and seeks to three of them, no full decode.
+* ``read`` prefers PyAV: its indexed decode is exact (the frames a sequential
+  decode numbers 0, 1, 2, …) and decodes only the packets a clip needs, which
+  measured faster than decord on every container of the real clips
+  (``scripts/bench_decode.py``, docs/benchmarks.md). decord 0.6.0 lands on the
+  wrong frame after some seeks and is the fallback.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def probe(path: Path, backend: str = "decord") -> tuple[VideoInfo, str]:
 
 
 def read(path: Path, indices: Sequence[int], size: tuple[int, int] | None = None,
-         backend: str = "decord") -> np.ndarray:
+         backend: str = "pyav") -> np.ndarray:
     """Frames at ``indices`` as uint8 (T, H, W, 3), trying ``backend`` first."""
     errors = []
     for name in _chain(backend, Path(path)):
