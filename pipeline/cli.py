@@ -52,8 +52,11 @@ class StageOrder(click.Group):
 @click.version_option(__version__, prog_name="vtl")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--wait", "wait_s", default=0.0, show_default=True, metavar="SECONDS",
+              help="If another stage is writing to the workspace, wait up to this long for it to finish "
+                   "(default: fail at once, naming it). E.g. queue several `vtl train` on one workspace.")
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, quiet: bool, debug: bool, wait_s: float) -> None:
     """vtl: transfer learning for video (and image) classification.
 
     Take a network trained on a source task (Kinetics-400 video backbones,
@@ -68,8 +71,11 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
       vtl evaluate runs/ucf
     Or all of them from one file: vtl run configs/dogs_efficientnet_lite0.yaml. New here? vtl demo.
     """
+    from pipeline.workspace import set_lock_wait
+
     ctx.obj = {"debug": debug}
     set_quiet(quiet)
+    set_lock_wait(wait_s)
 
 
 # ----------------------------------------------------------------------------- prepare

@@ -30,12 +30,14 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from pipeline import WORKSPACE_FORMAT, __version__
 from pipeline.errors import UserError
+from pipeline.progress import echo
 from pipeline.sharding import Shard
 
 # A full disk, a full quota, or a file-size limit (RLIMIT_FSIZE): the user must free space.
@@ -314,10 +316,7 @@ def _flock(path: Path, mode: int, holder: str | None, busy: Callable[[Path], Use
         return
     f = open(path, "a+")  # noqa: SIM115 - held for the stage's lifetime
     try:
-        try:
-            fcntl.flock(f, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise busy(path) from None
+        _acquire(f, mode, path, busy)
         if holder is not None:
             _set_text(f, holder)
         _HELD[path] = 1
@@ -329,6 +328,34 @@ def _flock(path: Path, mode: int, holder: str | None, busy: Callable[[Path], Use
                 _set_text(f, "")  # a stale name would be blamed for the next conflict
     finally:
         f.close()
+
+
+def _acquire(f: IO, mode: int, path: Path, busy: Callable[[Path], UserError]) -> None:
+    """flock ``f`` now, or within ``LOCK_WAIT`` seconds (``vtl --wait``), else the busy error."""
+    deadline = time.monotonic() + _LOCK_WAIT[0]
+    told = False
+    while True:
+        try:
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                error = busy(path)
+                if _LOCK_WAIT[0] > 0:
+                    error = UserError(f"{error} (waited {_LOCK_WAIT[0]:g} s)")
+                raise error from None
+        if not told:
+            echo(f"waiting up to {_LOCK_WAIT[0]:g} s: {busy(path)}")
+            told = True
+        time.sleep(0.2)
+
+
+def set_lock_wait(seconds: float) -> None:
+    """How long a stage waits for a busy workspace before giving up (0: fail at once)."""
+    _LOCK_WAIT[0] = max(0.0, float(seconds))
+
+
+_LOCK_WAIT = [0.0]
 
 
 def _set_text(f: IO, text: str) -> None:

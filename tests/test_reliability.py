@@ -361,8 +361,9 @@ def test_workspace_of_an_incompatible_vtl_version(sampled: Path, tmp_path: Path,
 
 def test_two_processes_on_one_workspace(sampled: Path, tmp_path: Path) -> None:
     """While `vtl sample` holds the workspace (frozen with SIGSTOP so the timing cannot flake),
-    a second sample and a prepare on it fail at once naming the holder; the holder then
-    finishes untouched, and the next run gets the lock."""
+    a second sample and a prepare on it fail at once naming the holder, `vtl --wait 1` fails
+    after a second, and `vtl --wait 300` queues; the holder then finishes untouched, the
+    queued run gets the lock, and so does the next run."""
     ws = tmp_path / "ws"
     shutil.copytree(sampled, ws)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -380,13 +381,27 @@ def test_two_processes_on_one_workspace(sampled: Path, tmp_path: Path) -> None:
         holder.communicate()  # finished before it could be frozen: try again
     else:
         pytest.fail("could not catch `vtl sample` holding the lock in 5 tries")
+    waiter = None
     try:
         for args in (("sample", ws, "--frames", "4"), ("prepare", ws, "--root", root, "--workers", "0")):
             assert_user_error(run_vtl(*args), f"workspace {ws} is busy: {tag} is writing to it")
+        t0 = time.monotonic()
+        assert_user_error(run_vtl("--wait", "1", "sample", ws, "--frames", "4"),
+                          f"workspace {ws} is busy: {tag} is writing to it (waited 1 s)")
+        assert time.monotonic() - t0 >= 1.0
+        # `--wait` long enough: it queues behind the holder and runs once the holder is done
+        waiter = subprocess.Popen([sys.executable, "-m", "pipeline", "--wait", "300", "sample", ws, "--frames", "4",
+                                   "--clips-per-video", "3", "--short-side", "32", "--workers", "0"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert waiter.poll() is None, waiter.communicate()
     finally:
         holder.send_signal(signal.SIGCONT)
     out, err = holder.communicate(timeout=300)
     assert holder.returncode == 0, err
+    _, w_err = waiter.communicate(timeout=300)
+    assert waiter.returncode == 0, w_err
+    assert f"waiting up to 300 s: workspace {ws} is busy: {tag}" in w_err
     assert all(np.load(p).shape == (3, 4, 32, 32, 3) for p in ws.glob("clips/uniform-t4-*/*.npy"))
     proc = run_vtl("-q", "sample", ws, "--frames", "4", "--clips-per-video", "3", "--workers", "0")
     assert proc.returncode == 0, proc.stderr  # the lock went with the holder
