@@ -131,6 +131,8 @@ GOP_VIDEOS = {
     "mpeg4_bframes.avi": ("mpeg4", {"g": "10", "bf": "2"}),
     "mpeg4_no_bframes.avi": ("mpeg4", {"g": "10", "bf": "0"}),
     "mpeg4_bframes.mp4": ("mpeg4", {"g": "10", "bf": "2"}),
+    "vp9_altref.webm": ("libvpx-vp9", {"g": "10", "auto-alt-ref": "1", "lag-in-frames": "16"}),
+    "mpeg2_bframes.ts": ("mpeg2video", {"g": "10", "bf": "2"}),  # real timestamps, but not trusted
 }
 GOP_FRAMES = 40
 
