@@ -101,15 +101,19 @@ def test_resized_reads_agree_across_backends(lossless) -> None:
 
 def test_read_with_fallback_and_unknown_backend(lossless, tmp_path: Path) -> None:
     path, frames = lossless
-    np.testing.assert_array_equal(decoders.read(path, [2], backend="pyav"), frames[[2]])
+    np.testing.assert_array_equal(decoders.read(path, [2], backend="decord"), frames[[2]])
+    np.testing.assert_array_equal(decoders.read(path, [2]), frames[[2]])
     info, used = decoders.probe(path)
-    assert used == "decord" and info.num_frames == T
+    assert used == "pyav" and info.num_frames == T
+    assert decoders.probe(path, backend="decord") == (info, "decord")
     with pytest.raises(UserError, match="unknown decoder"):
         get_decoder("opencv")
     bad = tmp_path / "text.mp4"
     bad.write_text("not a video\n")
-    with pytest.raises(DecodeError, match="decord: .*; pyav: "):
+    with pytest.raises(DecodeError, match="pyav: .*; decord: "):
         decoders.probe(bad)
+    with pytest.raises(DecodeError, match="decord: .*; pyav: "):
+        decoders.probe(bad, backend="decord")
 
 
 def test_ffv1_mkv_is_lossless(tmp_path: Path) -> None:
@@ -165,6 +169,35 @@ def test_indexed_read_equals_sequential_decode_frame_by_frame(gop_videos, name: 
     np.testing.assert_array_equal(indexed.read(path, [5, 30], size), sequential.read(path, [5, 30], size))
 
 
+def test_edit_list_discarded_frames_are_neither_counted_nor_read(tmp_path: Path) -> None:
+    """An MP4 whose edit list starts 3 frames in (a stream-copied cut, common in trimmed Kinetics
+    clips): the decoder drops those frames, so the probe must not count them (decord 0.6.0
+    does) and frame 0 is the first frame shown."""
+    import av
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (30, 48, 64, 3), dtype=np.uint8)
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"x264-params": "keyint=10:bframes=2"}
+        packets = [p for img in frames for p in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24"))]
+        packets += stream.encode()
+        shift = 3 * int(1 / (packets[0].time_base * 25))  # 3 frames before the edit list's start
+        for packet in packets:
+            packet.pts -= shift
+            packet.dts -= shift
+            container.mux(packet)
+    sequential = PyAVDecoder(indexed=False)
+    n = sequential.frame_count(path)
+    assert n == 27
+    info, backend = decoders.probe(path)
+    assert (info.num_frames, backend) == (n, "pyav")
+    reference = sequential.read(path, list(range(n)))
+    np.testing.assert_array_equal(decoders.read(path, [0, 9, 26]), reference[[0, 9, 26]])
+
+
 def test_indexed_read_demuxes_twice_past_the_packet_memory_limit(gop_videos, monkeypatch) -> None:
     path = gop_videos["h264_bframes.mp4"]
     expected = PyAVDecoder(indexed=False).read(path, [3, 17, 38])
@@ -215,6 +248,8 @@ def test_real_clip_decodes_alike_in_both_backends(shared_data: Path, row: dict[s
     n_pyav = pav.frame_count(path)
     assert n_pyav == int(row["frames"]), "PyAV frame count differs from ffprobe's (INDEX.csv)"
     info_d, info_p = dec.probe(path), pav.probe(path)
+    assert decoders.probe(path) == (info_p, "pyav")  # what `vtl prepare` records
+    assert info_p.num_frames == n_pyav, "the probe counts frames as the reader numbers them"
     n_decord = info_d.num_frames
     assert n_decord - n_pyav == DECORD_EXTRA_FRAMES.get(row["path"], 0), (
         f"decord counts {n_decord} frames, PyAV {n_pyav} (difference {n_decord - n_pyav:+d})")
@@ -302,8 +337,8 @@ def test_corrupted_file_is_quarantined_by_prepare(shared_data: Path, tiny_datase
     with open(ws / "quarantine.csv", newline="") as f:
         quarantine = list(csv.DictReader(f))
     assert [q["path"] for q in quarantine] == [str(bad)]
-    assert quarantine[0]["reason"].startswith("cannot decode: decord: ")
-    assert "pyav: " in quarantine[0]["reason"]
+    assert quarantine[0]["reason"].startswith("cannot decode: pyav: ")
+    assert "decord: " in quarantine[0]["reason"]  # both backends were tried
 
     with open(ws / "manifest.csv", newline="") as f:
         manifest = list(csv.DictReader(f))

@@ -3,13 +3,12 @@
 ``probe`` and ``read`` try a preferred backend and fall back to the other, so a
 file one backend cannot handle is retried before it is quarantined.
 
-* ``probe`` prefers decord (PyAV for AVI): decord counts frames from the
-  container's index and seeks to three of them, no full decode.
-* ``read`` prefers PyAV: its indexed decode is exact (the frames a sequential
-  decode numbers 0, 1, 2, …) and decodes only the packets a clip needs, which
-  measured faster than decord on every container of the real clips
-  (``scripts/bench_decode.py``, docs/benchmarks.md). decord 0.6.0 lands on the
-  wrong frame after some seeks and is the fallback.
+Both prefer PyAV, so the reader that samples a file is the one that counted its
+frames: PyAV numbers frames exactly as a sequential decode does, and its indexed
+decode reads only the packets a clip needs (faster than decord on every
+container of the real clips: ``scripts/bench_decode.py``, docs/benchmarks.md).
+decord 0.6.0 is the fallback: it lands on the wrong frame after some seeks and
+counts frames an MP4 edit list discards.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def _chain(backend: str, path: Path) -> list[str]:
     return [backend] + [b for b in ("decord", "pyav") if b != backend]
 
 
-def probe(path: Path, backend: str = "decord") -> tuple[VideoInfo, str]:
+def probe(path: Path, backend: str = "pyav") -> tuple[VideoInfo, str]:
     """Probe with ``backend`` then the others; returns the info and the backend that worked."""
     errors = []
     for name in _chain(backend, Path(path)):

@@ -95,7 +95,7 @@ class PyAVDecoder:
         container, stream = self._open(path)
         try:
             packets, index, exact = _demux(container, stream)
-            timestamped = not TIMESTAMPED_FORMATS.isdisjoint(container.format.name.split(","))
+            timestamped = _timestamped(container)
             plan = None
             if exact and index.has_unique_timestamps() and (timestamped or index.in_presentation_order()):
                 try:
@@ -172,9 +172,25 @@ class PyAVDecoder:
         return n
 
     def probe(self, path: Path) -> VideoInfo:
+        """Frame count, fps and displayed size, numbering frames as ``read`` does.
+
+        With trustworthy timestamps (see ``read``) the count is the number of packets and the
+        first, middle and last frames are decoded through the plan; otherwise the container's
+        declared count, checked by decoding sequentially up to its last frame."""
         container, stream = self._open(path)
-        declared = int(stream.frames or 0)
-        container.close()
+        try:
+            declared = int(stream.frames or 0)
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            _, index, exact = _demux(container, stream, keep=False)
+            timestamped = _timestamped(container)
+        finally:
+            container.close()
+        if self.indexed and exact and timestamped and len(index) and index.has_unique_timestamps():
+            frames = _Frames(probe_indices(len(index)), None)
+            self._read_indexed(path, frames)
+            if frames.got and not frames.missing():
+                height, width = frames.frame_shape()
+                return VideoInfo(num_frames=len(index), fps=fps, width=width, height=height)
         if declared <= 0:
             declared = self.frame_count(path)
         if declared <= 0:
@@ -184,7 +200,8 @@ class PyAVDecoder:
         if not frames.got:
             raise DecodeError("pyav: no decodable frames")
         if frames.missing():
-            # The container over-declares its frames: keep what really decodes.
+            # The container over-declares its frames (or counts frames an edit list discards):
+            # keep what really decodes.
             declared = n
         height, width = frames.frame_shape()
         return VideoInfo(num_frames=declared, fps=fps, width=width, height=height)
@@ -282,10 +299,15 @@ def _nonempty(packets: Iterable) -> Iterable:
     return (p for p in packets if p.size > 0)
 
 
-def _demux(container, stream) -> tuple[list | None, PacketIndex, bool]:
-    """Read the video packets: (the packets, or None past the memory limit), their index, and
-    whether the index can number frames (every packet timestamped, none marked for discarding)."""
-    kept: list | None = []
+def _timestamped(container) -> bool:
+    return not TIMESTAMPED_FORMATS.isdisjoint(container.format.name.split(","))
+
+
+def _demux(container, stream, keep: bool = True) -> tuple[list | None, PacketIndex, bool]:
+    """Read the video packets: (the packets, or None past the memory limit or without ``keep``),
+    their index, and whether the index can number frames (every packet timestamped, none marked
+    for discarding)."""
+    kept: list | None = [] if keep else None
     pts: list[int] = []
     keyframe: list[bool] = []
     exact = True
