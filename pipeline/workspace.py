@@ -331,7 +331,7 @@ def _flock(path: Path, mode: int, holder: str | None, busy: Callable[[Path], Use
 
 
 def _acquire(f: IO, mode: int, path: Path, busy: Callable[[Path], UserError]) -> None:
-    """flock ``f`` now, or within ``LOCK_WAIT`` seconds (``vtl --wait``), else the busy error."""
+    """flock ``f`` now, or within the ``set_lock_wait`` seconds (``vtl --wait``), else the busy error."""
     deadline = time.monotonic() + _LOCK_WAIT[0]
     told = False
     while True:

@@ -198,11 +198,13 @@ def test_edit_list_discarded_frames_are_neither_counted_nor_read(tmp_path: Path)
     np.testing.assert_array_equal(decoders.read(path, [0, 9, 26]), reference[[0, 9, 26]])
 
 
-def test_indexed_read_demuxes_twice_past_the_packet_memory_limit(gop_videos, monkeypatch) -> None:
-    path = gop_videos["h264_bframes.mp4"]
+@pytest.mark.parametrize("name", ["h264_bframes.mp4", "mpeg4_bframes.avi"])  # indexed; sequential
+def test_indexed_read_demuxes_twice_past_the_packet_memory_limit(gop_videos, monkeypatch, name: str) -> None:
+    path = gop_videos[name]
     expected = PyAVDecoder(indexed=False).read(path, [3, 17, 38])
     monkeypatch.setattr(pyav_backend, "PACKET_MEMORY_LIMIT", 1000)  # a few packets' worth
     np.testing.assert_array_equal(PyAVDecoder().read(path, [3, 17, 38]), expected)
+    assert PyAVDecoder().probe(path).num_frames == GOP_FRAMES
 
 
 # ----------------------------------------------------------------------------- real media (shared/data)

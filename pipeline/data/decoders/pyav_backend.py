@@ -11,8 +11,9 @@ files whose packets come with out-of-order timestamps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,12 +66,11 @@ class PyAVDecoder:
     def _decode(self, path: Path, frames: _Frames) -> tuple[int, float]:
         """Decode up to the largest wanted frame; return the frames seen and the fps."""
         container, stream = self._open(path)
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         try:
             n = self._decode_sequential(stream, container.demux(stream), frames)
         finally:
             container.close()
-        return n, fps
+        return n, _fps(stream)
 
     @staticmethod
     def _decode_sequential(stream, packets: Iterable, frames: _Frames) -> int:
@@ -91,34 +91,22 @@ class PyAVDecoder:
 
     # ------------------------------------------------------------------ indexed decoding
 
-    def _read_indexed(self, path: Path, frames: _Frames) -> None:
-        container, stream = self._open(path)
+    def _decode_indexed(self, demuxed: _Demuxed, frames: _Frames) -> bool:
+        """Decode ``frames`` through the plan; False (``frames`` left empty) when the index can't
+        number them or the decoder's output disagreed with the plan."""
+        if not demuxed.numbered:
+            return False
         try:
-            packets, index, exact = _demux(container, stream)
-            timestamped = _timestamped(container)
-            plan = None
-            if exact and index.has_unique_timestamps() and (timestamped or index.in_presentation_order()):
-                try:
-                    plan = packets_to_decode(index, frames.wanted)
-                except IndexError:
-                    plan = None  # frames past the packet count: the sequential path repeats the last
-            if plan is not None:
-                if packets is None:  # too large to keep: read the packets again
-                    container.close()
-                    container, stream = self._open(path)
-                    packets = _nonempty(container.demux(stream))
-                try:
-                    self._decode_plan(stream, packets, index, plan, frames, timestamped)
-                    return
-                except _PlanBroken:
-                    frames.clear()
-            # Sequential decoding with a fresh decoder, from the packets in memory when we have them.
-            container.close()
-            container, stream = self._open(path)
-            reuse = packets is not None and not isinstance(packets, Iterator)
-            self._decode_sequential(stream, packets if reuse else container.demux(stream), frames)
-        finally:
-            container.close()
+            plan = packets_to_decode(demuxed.index, frames.wanted)
+        except IndexError:
+            return False  # frames past the packet count: the sequential path repeats the last
+        stream, packets = demuxed.start()
+        try:
+            self._decode_plan(stream, packets, demuxed.index, plan, frames, demuxed.timestamped)
+            return True
+        except _PlanBroken:
+            frames.clear()
+            return False
 
     def _decode_plan(self, stream, packets: Iterable, index: PacketIndex, plan: list[int], frames: _Frames,
                      timestamped: bool) -> None:
@@ -177,20 +165,14 @@ class PyAVDecoder:
         With trustworthy timestamps (see ``read``) the count is the number of packets and the
         first, middle and last frames are decoded through the plan; otherwise the container's
         declared count, checked by decoding sequentially up to its last frame."""
-        container, stream = self._open(path)
-        try:
-            declared = int(stream.frames or 0)
-            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-            _, index, exact = _demux(container, stream, keep=False)
-            timestamped = _timestamped(container)
-        finally:
-            container.close()
-        if self.indexed and exact and timestamped and len(index) and index.has_unique_timestamps():
-            frames = _Frames(probe_indices(len(index)), None)
-            self._read_indexed(path, frames)
-            if frames.got and not frames.missing():
-                height, width = frames.frame_shape()
-                return VideoInfo(num_frames=len(index), fps=fps, width=width, height=height)
+        with _Demuxed(self, path) as demuxed:
+            declared = int(demuxed.stream.frames or 0)
+            n = len(demuxed.index)
+            if self.indexed and demuxed.timestamped and n:
+                frames = _Frames(probe_indices(n), None)
+                if self._decode_indexed(demuxed, frames):
+                    height, width = frames.frame_shape()
+                    return VideoInfo(num_frames=n, fps=_fps(demuxed.stream), width=width, height=height)
         if declared <= 0:
             declared = self.frame_count(path)
         if declared <= 0:
@@ -209,12 +191,47 @@ class PyAVDecoder:
     def read(self, path: Path, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         frames = _Frames(indices, size)
         if self.indexed and frames.wanted:
-            self._read_indexed(path, frames)
+            with _Demuxed(self, path) as demuxed:
+                if not self._decode_indexed(demuxed, frames):
+                    self._decode_sequential(*demuxed.start(), frames)
         else:
             self._decode(path, frames)
         if not frames.got:
             raise DecodeError("pyav: no decodable frames")
         return frames.array()
+
+
+class _Demuxed:
+    """An open file whose video packets have been read once: their index, and the packets
+    themselves up to ``PACKET_MEMORY_LIMIT`` of compressed data."""
+
+    def __init__(self, decoder: PyAVDecoder, path: Path):
+        self._decoder, self._path = decoder, path
+        self.container, self.stream = decoder._open(path)
+        self.timestamped = not TIMESTAMPED_FORMATS.isdisjoint(self.container.format.name.split(","))
+        self._packets, self.index, exact = _demux(self.container, self.stream)
+        # Frame numbers follow from the index: every packet timed, none discarded, no repeated
+        # timestamp, and (without real timestamps) no reordering in the container.
+        self.numbered = exact and self.index.has_unique_timestamps() and (
+            self.timestamped or self.index.in_presentation_order())
+        self._started = False
+
+    def __enter__(self) -> _Demuxed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+    def start(self) -> tuple[Any, Iterable]:
+        """A decoder in its initial state and the packets from the first one: from memory, else
+        demuxed again. Reopens the file when the decoder has been used or the packets must be
+        read again."""
+        if self._started or self._packets is None:
+            self.container.close()
+            self.container, self.stream = self._decoder._open(self._path)
+        self._started = True
+        packets = self._packets if self._packets is not None else _nonempty(self.container.demux(self.stream))
+        return self.stream, packets
 
 
 class _Frames:
@@ -299,15 +316,14 @@ def _nonempty(packets: Iterable) -> Iterable:
     return (p for p in packets if p.size > 0)
 
 
-def _timestamped(container) -> bool:
-    return not TIMESTAMPED_FORMATS.isdisjoint(container.format.name.split(","))
+def _fps(stream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 0.0)
 
 
-def _demux(container, stream, keep: bool = True) -> tuple[list | None, PacketIndex, bool]:
-    """Read the video packets: (the packets, or None past the memory limit or without ``keep``),
-    their index, and whether the index can number frames (every packet timestamped, none marked
-    for discarding)."""
-    kept: list | None = [] if keep else None
+def _demux(container, stream) -> tuple[list | None, PacketIndex, bool]:
+    """Read the video packets: (the packets, or None past the memory limit), their index, and
+    whether every packet is timestamped and none is marked for discarding."""
+    kept: list | None = []
     pts: list[int] = []
     keyframe: list[bool] = []
     exact = True
