@@ -4,7 +4,7 @@ For each backbone, builds the model ``vtl train`` builds (backbone + head, ``Spe
 applied exactly as ``--channels-last`` does), then times full training steps (forward,
 cross-entropy, backward, AdamW step) on random clips of the backbone's shape. The two
 memory formats are measured interleaved (A, B, A, B, ...) so machine noise hits both alike;
-the median step time gives clips/s. Not a test: prints a markdown table for docs/benchmarks.md.
+the median step time gives clips/s. Not a test: prints a markdown table for docs/performance.md.
 
     .venv/bin/python scripts/bench_train.py                 # r3d_18, x3d_xs, efficientnet_lite0
     .venv/bin/python scripts/bench_train.py --backbones r2plus1d_18 --size 112 --frames 8

@@ -10,7 +10,7 @@ written to a real clip cache and read through the same datasets/loaders ``vtl tr
 
 and prints the ratio (b)/(a), plus frames/s of feature extraction under ``torch.inference_mode()``
 for efficientnet_lite0 and r2plus1d_18, with and without channels_last. Not a test: it prints a
-markdown table for docs/benchmarks.md.
+markdown table for docs/performance.md.
 
     .venv/bin/python scripts/bench_transfer.py            # defaults: 64 clips, 8 frames, 112 px
 """

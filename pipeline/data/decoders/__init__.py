@@ -6,7 +6,7 @@ file one backend cannot handle is retried before it is quarantined.
 Both prefer PyAV, so the reader that samples a file is the one that counted its
 frames: PyAV numbers frames exactly as a sequential decode does, and its indexed
 decode reads only the packets a clip needs (faster than decord on every
-container of the real clips: ``scripts/bench_decode.py``, docs/benchmarks.md).
+container of the real clips: ``scripts/bench_decode.py``, docs/performance.md).
 decord 0.6.0 is the fallback: it lands on the wrong frame after some seeks and
 counts frames an MP4 edit list discards.
 """
