@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except OSError as e:
-        from pipeline.workspace import DISK_FULL, disk_full_message
+        from pipeline.files import DISK_FULL, disk_full_message
 
         if debug or e.errno not in DISK_FULL:
             raise

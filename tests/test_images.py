@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.data.formats import FORMATS
 from pipeline.data.formats.stanford_dogs import breed_name
-from pipeline.workspace import read_csv
+from pipeline.files import read_csv
 
 
 def vtl(*args: str, check: bool = True) -> subprocess.CompletedProcess:

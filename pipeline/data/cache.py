@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.workspace import atomic_write, write_json
+from pipeline.files import atomic_write, write_json
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -16,8 +16,8 @@ import torch
 
 from pipeline import __version__
 from pipeline.errors import UserError
+from pipeline.files import replaced_on_success
 from pipeline.models.weights import CHECKPOINT_KIND, is_checkpoint, load_file
-from pipeline.workspace import replaced_on_success
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

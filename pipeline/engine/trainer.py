@@ -25,10 +25,10 @@ from pipeline.engine.distributed import DistInfo
 from pipeline.engine.loop import predict, train_one_epoch
 from pipeline.engine.metrics import summarize
 from pipeline.errors import UserError
+from pipeline.files import write_text
 from pipeline.models.classifier import Classifier
 from pipeline.progress import echo, warn
 from pipeline.transfer.strategies import Strategy
-from pipeline.workspace import write_text
 
 
 @dataclass(frozen=True)

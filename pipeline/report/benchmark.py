@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.files import write_text
 from pipeline.report.markdown import table
 from pipeline.report.plots import _save, plot_bars
 from pipeline.transfer.transferability import kendall_tau
-from pipeline.workspace import write_text
 
 SCRATCH = "scratch"
 MIN_SPREAD = 0.01  # the smallest seed spread the negative-transfer rule allows

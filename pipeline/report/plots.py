@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.workspace import replaced_on_success  # noqa: E402
+from pipeline.files import replaced_on_success  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.files import write_text
 from pipeline.models.registry import get_spec
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
-from pipeline.workspace import Workspace, write_text
+from pipeline.workspace import Workspace
 
 LEAKAGE_CAVEAT = ("Caveat: Stanford Dogs photos come from ImageNet, so ImageNet-1k weights have already seen "
                   "them in pretraining; these scores overstate transfer to truly new photos.")

@@ -65,9 +65,10 @@ import numpy as np
 
 from pipeline.config import check_keys, load_yaml
 from pipeline.errors import UserError
+from pipeline.files import read_csv, write_csv
 from pipeline.progress import echo, warn
 from pipeline.sharding import Shard
-from pipeline.workspace import Workspace, read_csv, write_csv
+from pipeline.workspace import Workspace
 
 STRATEGY_CHOICES = ("linear", "partial", "finetune", "gradual")
 DEFAULT_STRATEGIES = ("linear", "finetune")
@@ -418,13 +419,14 @@ def compute_transferability(ws: Workspace, sf: SourcesFile, *, need_eval_feature
 def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
                   need_eval_features: bool) -> dict[str, Any]:
     from pipeline.data.cache import ClipCache, FeatureCache
+    from pipeline.data.splits import load_splits
     from pipeline.engine import distributed
     from pipeline.engine.distributed import DistInfo
     from pipeline.engine.trainer import Speed
     from pipeline.models.registry import get_spec
     from pipeline.models.temporal import LEARNABLE_POOLINGS
     from pipeline.stages.sample import latest_sampling
-    from pipeline.stages.train import cached_features, feature_key, load_splits
+    from pipeline.stages.train import cached_features, feature_key
     from pipeline.transfer.transferability import leep, logme
 
     opts = source_options(sf, s, "linear")
@@ -437,7 +439,7 @@ def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
     temporal = opts.get("temporal", "avg")
     if temporal in LEARNABLE_POOLINGS:
         temporal = "avg"  # a learnable temporal head has no frozen features; score the average
-    splits = load_splits(ws, cache, classes, 1.0, 0)
+    splits = load_splits(ws.iter_manifest(), cache, classes, 1.0, 0)
     if not need_eval_features:
         splits = {"train": splits["train"]}
     key = feature_key(s.backbone, s.weights, temporal, sampling, size)

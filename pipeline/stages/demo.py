@@ -28,6 +28,7 @@ from typing import Any
 
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.synthetic import make_source_dataset, make_target_dataset
+from pipeline.files import write_json, write_text
 from pipeline.progress import echo
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
@@ -36,7 +37,7 @@ from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.prepare import PrepareConfig, run_prepare
 from pipeline.stages.sample import run_sample
 from pipeline.stages.train import TrainConfig, run_train
-from pipeline.workspace import Workspace, write_json, write_text
+from pipeline.workspace import Workspace
 
 
 @dataclass(frozen=True)

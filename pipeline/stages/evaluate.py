@@ -25,11 +25,12 @@ from pipeline.engine import checkpoint, distributed
 from pipeline.engine.loop import predict
 from pipeline.engine.metrics import confusion_matrix, per_class, summarize, video_level
 from pipeline.errors import UserError
+from pipeline.files import write_csv, write_json
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import get_spec
 from pipeline.progress import echo
 from pipeline.report.plots import plot_confusion, plot_mistakes
-from pipeline.workspace import Workspace, write_csv, write_json
+from pipeline.workspace import Workspace
 
 
 def default_run(ws: Workspace) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import UserError
+from pipeline.files import replaced_on_success
 from pipeline.stages.evaluate import load_classifier
-from pipeline.workspace import replaced_on_success
 
 FORMATS = ("torchscript", "onnx")
 

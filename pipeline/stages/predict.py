@@ -5,39 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from pipeline.data import decoders
-from pipeline.data.formats.base import IMAGE_EXTENSIONS
+from pipeline.data.clips import load_views
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.transforms import build_transform
-from pipeline.errors import UserError
 from pipeline.models.registry import get_spec
 from pipeline.stages.evaluate import load_classifier
-from pipeline.stages.sample import image_clip, video_clips
-
-
-def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
-    """uint8 (views, T, H, W, 3) for one file, as `vtl sample` would cache it for evaluation."""
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        try:
-            clip = image_clip(path, sampling.short_side)
-        except Exception:
-            raise UserError(f"{path} is not a readable image") from None
-        return np.repeat(clip, sampling.frames, axis=1) if sampling.frames > 1 else clip
-    try:
-        info, backend = decoders.probe(path)
-    except decoders.DecodeError:
-        raise UserError(f"{path} is not a readable video or image") from None
-    row = {"id": path.name, "path": str(path), "num_frames": info.num_frames, "width": info.width,
-           "height": info.height, "decoder": backend}
-    try:
-        return video_clips(row, sampling, train=False)
-    except decoders.DecodeError as e:
-        raise UserError(f"cannot decode {path}: {e}") from None
 
 
 @torch.inference_mode()

@@ -10,23 +10,21 @@ only probes new or changed files. Files that cannot be used go to
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.data import decoders
 from pipeline.data.duplicates import cross_split_duplicates, leak_warning
 from pipeline.data.formats import FORMATS
 from pipeline.data.formats.base import Row
+from pipeline.data.probe import ProbeCache, probe_rows
+from pipeline.data.splits import assign_splits
 from pipeline.errors import UserError
-from pipeline.parallel import TimedOut, run_pool
-from pipeline.progress import echo, warn
+from pipeline.files import read_csv, write_csv, write_text
+from pipeline.progress import warn
 from pipeline.sharding import Shard, complete_shards
-from pipeline.workspace import Workspace, atomic_write, read_csv, write_csv, write_text
+from pipeline.workspace import Workspace
 
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "num_frames", "fps", "width", "height", "duration", "decoder")
 
@@ -60,149 +58,9 @@ def video_id(path: Path) -> str:
     return f"{stem}-{hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
 
 
-# ----------------------------------------------------------------------------- probing
-
-
-def probe_file(job: tuple[str, str]) -> dict[str, Any]:
-    """Probe one file in a worker. Returns the manifest fields, or {"error": reason}."""
-    path_str, media = job
-    path = Path(path_str)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        return {"error": f"unreadable: {e.strerror}"}
-    if size == 0:
-        return {"error": "empty file (0 bytes)"}
-    if media == "image":
-        return _probe_image(path)
-    try:
-        info, backend = decoders.probe(path)
-    except decoders.DecodeError as e:
-        return {"error": f"cannot decode: {e}"}
-    if info.width <= 0 or info.height <= 0:
-        return {"error": "no picture size"}
-    return {"num_frames": info.num_frames, "fps": round(info.fps, 3), "width": info.width,
-            "height": info.height, "duration": round(info.duration, 3), "decoder": backend}
-
-
-def _probe_image(path: Path) -> dict[str, Any]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()  # a truncated file fails here, not at open
-            width, height = img.size
-    except Exception as e:
-        return {"error": f"cannot decode image: {str(e)[:150] or type(e).__name__}"}
-    return {"num_frames": 1, "fps": 0.0, "width": width, "height": height, "duration": 0.0, "decoder": "pillow"}
-
-
-class ProbeCache:
-    """Probe results keyed by path, reused while the file's size and mtime are unchanged."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        self.absorb(path)
-
-    def absorb(self, path: Path) -> None:
-        """Take in the entries of another cache file (a shard's), if it exists."""
-        if not path.is_file():
-            return
-        for line in path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-                self.entries[e["path"]] = e
-            except (json.JSONDecodeError, KeyError):
-                continue  # a line cut by a kill: just probe that file again
-
-    @staticmethod
-    def _key(path: Path) -> tuple[int, int] | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return st.st_size, st.st_mtime_ns
-
-    def get(self, path: Path) -> dict | None:
-        e = self.entries.get(str(path))
-        key = self._key(path)
-        return e["result"] if e and key and tuple(e["key"]) == key else None
-
-    def put(self, path: Path, result: dict) -> None:
-        key = self._key(path)
-        if key is not None:
-            self.entries[str(path)] = {"path": str(path), "key": list(key), "result": result}
-
-    def save(self) -> None:
-        with atomic_write(self.path) as f:
-            for e in self.entries.values():
-                f.write(json.dumps(e) + "\n")
-
-
-def probe_rows(rows: list[Row], media: str, cache: ProbeCache, workers: int, timeout: float,
-               known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Probe results in ``rows`` order: ``known`` ones (by path), cached ones, then probed."""
-    known = known or {}
-    results: list[dict[str, Any] | None] = [known.get(str(r.path)) or cache.get(r.path) for r in rows]
-    todo = [i for i, r in enumerate(results) if r is None]
-    if len(todo) < len(rows):
-        echo(f"prepare: {len(rows) - len(todo)} files already probed (cached), {len(todo)} to probe")
-    jobs = [(str(rows[i].path), media) for i in todo]
-    for done, (j, result) in enumerate(run_pool(probe_file, jobs, workers=workers, timeout=timeout, desc="probe"), 1):
-        if isinstance(result, TimedOut):
-            result = {"error": f"probe timed out after {result.seconds:g}s"}
-        results[todo[j]] = result
-        cache.put(rows[todo[j]].path, result)
-        if done % 500 == 0:
-            cache.save()  # keep progress if the stage is killed on a huge dataset
-    cache.save()
-    return results  # type: ignore[return-value]
-
-
 # ----------------------------------------------------------------------------- splits
 
 
-def assign_splits(rows: list[dict], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """Stratified, deterministic split of the rows that have none; returns warnings.
-
-    Per class, after a seeded shuffle: ``round(n × test_fraction)`` to test and
-    ``round(n × val_fraction)`` to val, at least one each when the fraction is
-    positive and the class has 3+ files. A format's official train/test split
-    is kept; its val is carved from train the same way. A class with fewer than
-    3 usable files keeps them all in train (with a warning).
-    """
-    warnings = []
-    need_split = [r for r in rows if not r["split"]]
-    by_class: dict[str, list[dict]] = defaultdict(list)
-    if need_split:
-        for r in need_split:
-            by_class[r["label"]].append(r)
-        fractions = (val_fraction, test_fraction)
-    else:
-        if any(r["split"] == "val" for r in rows) or val_fraction == 0:
-            return warnings
-        for r in rows:
-            if r["split"] == "train":
-                by_class[r["label"]].append(r)
-        fractions = (val_fraction, 0.0)
-    for label in sorted(by_class):
-        members = sorted(by_class[label], key=lambda r: r["path"])
-        rng = np.random.default_rng([seed, int(hashlib.md5(label.encode()).hexdigest()[:8], 16)])
-        order = rng.permutation(len(members))
-        n_val, n_test = (_count(len(members), f) for f in fractions)
-        if len(members) < 3 and (n_val or n_test or any(fractions)):
-            warnings.append(f"class {label!r} has only {len(members)} usable file(s): all kept in train")
-            n_val = n_test = 0
-        for rank, i in enumerate(order):
-            members[i]["split"] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return warnings
-
-
-def _count(n: int, fraction: float) -> int:
-    if fraction <= 0 or n < 3:
-        return 0
-    return min(max(1, round(n * fraction)), n - 1)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -352,5 +210,5 @@ def format_summary(s: dict[str, Any]) -> str:
     return text
 
 
-__all__ = ["PrepareConfig", "run_prepare", "shard_key", "assign_splits", "probe_file", "video_id", "format_summary",
+__all__ = ["PrepareConfig", "run_prepare", "shard_key", "video_id", "format_summary",
            "MANIFEST_COLUMNS"]

@@ -12,16 +12,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.data import decoders
 from pipeline.data.cache import ClipCache
+from pipeline.data.clips import image_clip, video_clips
 from pipeline.data.sampling import SamplingConfig
 from pipeline.errors import UserError
+from pipeline.files import read_csv, write_csv
 from pipeline.parallel import TimedOut, run_pool
 from pipeline.progress import echo
 from pipeline.sharding import Shard, complete_shards
-from pipeline.workspace import Workspace, read_csv, write_csv
+from pipeline.workspace import Workspace
 
 
 def sample_video(job: dict[str, Any]) -> dict[str, Any]:
@@ -46,24 +46,6 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": int(clips.nbytes)}
 
 
-def video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.ndarray:
-    views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"])
-    wanted = sorted({i for view in views for i in view})
-    size = decoders.resized_size(int(row["height"]), int(row["width"]), cfg.short_side)
-    frames = decoders.read(Path(row["path"]), wanted, size)
-    position = {idx: k for k, idx in enumerate(wanted)}
-    return np.stack([frames[[position[i] for i in view]] for view in views])
-
-
-def image_clip(path: Path, short_side: int) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")  # CMYK, greyscale, palette and alpha all become RGB
-        size = decoders.resized_size(rgb.height, rgb.width, short_side)
-        if size is not None:
-            rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)[None, None]
 
 
 VIDEO_ONLY = ("frames", "sampling", "stride", "clips_per_video")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import random
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.cache import ClipCache, FeatureCache
 from pipeline.data.datasets import ClipDataset, FeatureDataset
+from pipeline.data.splits import Split, load_splits
 from pipeline.data.transforms import AUGMENTATIONS, build_transform
 from pipeline.engine import checkpoint, distributed
 from pipeline.engine.distributed import DistInfo
@@ -149,37 +149,6 @@ def loader_workers(requested: int | None, info: DistInfo) -> int:
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class Split:
-    ids: list[str]
-    labels: list[int]
-
-
-def load_splits(ws: Workspace, cache: ClipCache, classes: list[str], fraction: float,
-                seed: int) -> dict[str, Split]:
-    index = {c: i for i, c in enumerate(classes)}
-    splits: dict[str, Split] = {}
-    for split in ("train", "val", "test"):
-        rows = [r for r in ws.manifest_rows(split) if cache.has(r["id"])]
-        splits[split] = Split([r["id"] for r in rows], [index[r["label"]] for r in rows])
-    if fraction < 1.0:
-        splits["train"] = stratified_fraction(splits["train"], fraction, seed)
-    if not splits["train"].ids:
-        raise UserError(f"no training clips in {cache.root}: was `vtl sample` run on this workspace?")
-    return splits
-
-
-def stratified_fraction(split: Split, fraction: float, seed: int) -> Split:
-    """A seeded subset with ``ceil(n × fraction)`` (at least 1) samples of every class."""
-    rng = np.random.default_rng(seed)
-    keep: list[int] = []
-    labels = np.asarray(split.labels)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        k = max(1, math.ceil(len(members) * fraction))
-        keep.extend(rng.choice(members, size=k, replace=False).tolist())
-    keep.sort()
-    return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])
 
 
 def feature_key(backbone: str, weights: str, temporal: str, sampling: str, size: int) -> str:
@@ -240,7 +209,7 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
     # Only rank 0 writes, so only rank 0 holds the workspace lock.
     with ws.lock("train") if info.is_main else contextlib.nullcontext():
         seed_everything(cfg.seed)
-        splits = load_splits(ws, cache, classes, cfg.fraction, cfg.seed)
+        splits = load_splits(ws.iter_manifest(), cache, classes, cfg.fraction, cfg.seed)
         model, _ = build_model(cfg.backbone, len(classes), weights=weights, temporal=cfg.temporal,
                                dropout=cfg.dropout)
         speed.prepare(model)
@@ -278,7 +247,7 @@ def _probe_data(ws: Workspace, model: Classifier, cache: ClipCache, classes: lis
     fkey = feature_key(cfg.backbone, weights, cfg.temporal, sampling, size)
     # Features of the whole splits: a --fraction subset only selects rows of them, so
     # every fraction and seed of a benchmark shares one cache.
-    everything = splits if cfg.fraction == 1.0 else load_splits(ws, cache, classes, 1.0, cfg.seed)
+    everything = splits if cfg.fraction == 1.0 else load_splits(ws.iter_manifest(), cache, classes, 1.0, cfg.seed)
     fc = cached_features(ws, model, cache, everything, fkey, size, spec.mean, spec.std, cfg.batch_size, info, speed)
     return fkey, _feature_loaders(fc, splits, cfg)
 

@@ -1,0 +1,56 @@
+"""The clips of one file, as ``vtl sample`` caches them: decode the frames the sampling picks (each
+at most once), resize while decoding, and stack the views; images are one-frame clips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import decoders
+from pipeline.data.formats.base import IMAGE_EXTENSIONS
+from pipeline.data.sampling import SamplingConfig
+from pipeline.errors import UserError
+
+
+def video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.ndarray:
+    views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"])
+    wanted = sorted({i for view in views for i in view})
+    size = decoders.resized_size(int(row["height"]), int(row["width"]), cfg.short_side)
+    frames = decoders.read(Path(row["path"]), wanted, size)
+    position = {idx: k for k, idx in enumerate(wanted)}
+    return np.stack([frames[[position[i] for i in view]] for view in views])
+
+
+def image_clip(path: Path, short_side: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")  # CMYK, greyscale, palette and alpha all become RGB
+        size = decoders.resized_size(rgb.height, rgb.width, short_side)
+        if size is not None:
+            rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)[None, None]
+
+
+def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
+    """uint8 (views, T, H, W, 3) for one file, as `vtl sample` would cache it for evaluation."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        try:
+            clip = image_clip(path, sampling.short_side)
+        except Exception:
+            raise UserError(f"{path} is not a readable image") from None
+        return np.repeat(clip, sampling.frames, axis=1) if sampling.frames > 1 else clip
+    try:
+        info, backend = decoders.probe(path)
+    except decoders.DecodeError:
+        raise UserError(f"{path} is not a readable video or image") from None
+    row = {"id": path.name, "path": str(path), "num_frames": info.num_frames, "width": info.width,
+           "height": info.height, "decoder": backend}
+    try:
+        return video_clips(row, sampling, train=False)
+    except decoders.DecodeError as e:
+        raise UserError(f"cannot decode {path}: {e}") from None

@@ -1,0 +1,98 @@
+"""Train/val/test splits: the stratified split ``vtl prepare`` assigns, the splits a run trains on,
+and the seeded label fractions (``--fraction``) of the train split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data.cache import ClipCache
+from pipeline.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_splits(rows: list[dict], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """Stratified, deterministic split of the rows that have none; returns warnings.
+
+    Per class, after a seeded shuffle: ``round(n × test_fraction)`` to test and
+    ``round(n × val_fraction)`` to val, at least one each when the fraction is
+    positive and the class has 3+ files. A format's official train/test split
+    is kept; its val is carved from train the same way. A class with fewer than
+    3 usable files keeps them all in train (with a warning).
+    """
+    warnings = []
+    need_split = [r for r in rows if not r["split"]]
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    if need_split:
+        for r in need_split:
+            by_class[r["label"]].append(r)
+        fractions = (val_fraction, test_fraction)
+    else:
+        if any(r["split"] == "val" for r in rows) or val_fraction == 0:
+            return warnings
+        for r in rows:
+            if r["split"] == "train":
+                by_class[r["label"]].append(r)
+        fractions = (val_fraction, 0.0)
+    for label in sorted(by_class):
+        members = sorted(by_class[label], key=lambda r: r["path"])
+        rng = np.random.default_rng([seed, int(hashlib.md5(label.encode()).hexdigest()[:8], 16)])
+        order = rng.permutation(len(members))
+        n_val, n_test = (_count(len(members), f) for f in fractions)
+        if len(members) < 3 and (n_val or n_test or any(fractions)):
+            warnings.append(f"class {label!r} has only {len(members)} usable file(s): all kept in train")
+            n_val = n_test = 0
+        for rank, i in enumerate(order):
+            members[i]["split"] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return warnings
+
+
+def _count(n: int, fraction: float) -> int:
+    if fraction <= 0 or n < 3:
+        return 0
+    return min(max(1, round(n * fraction)), n - 1)
+
+
+@dataclass
+class Split:
+    """The videos of one split that have cached clips, and their label indices."""
+
+    ids: list[str]
+    labels: list[int]
+
+
+def load_splits(manifest: Iterable[dict[str, str]], cache: ClipCache, classes: list[str], fraction: float,
+                seed: int) -> dict[str, Split]:
+    """Every split's cached videos (manifest order); with ``fraction`` < 1 a seeded stratified
+    subset of train."""
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {name: Split([], []) for name in SPLITS}
+    for r in manifest:
+        if cache.has(r["id"]):
+            splits[r["split"]].ids.append(r["id"])
+            splits[r["split"]].labels.append(index[r["label"]])
+    if fraction < 1.0:
+        splits["train"] = stratified_fraction(splits["train"], fraction, seed)
+    if not splits["train"].ids:
+        raise UserError(f"no training clips in {cache.root}: was `vtl sample` run on this workspace?")
+    return splits
+
+
+def stratified_fraction(split: Split, fraction: float, seed: int) -> Split:
+    """A seeded subset with ``ceil(n × fraction)`` (at least 1) samples of every class."""
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    labels = np.asarray(split.labels)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, math.ceil(len(members) * fraction))
+        keep.extend(rng.choice(members, size=k, replace=False).tolist())
+    keep.sort()
+    return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])
