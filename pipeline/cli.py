@@ -1,26 +1,82 @@
 """The ``vtl`` command line: one thin command per stage; the work lives in ``pipeline.stages``.
 
+Every option of a stage is generated from its config dataclass (:func:`options_from`), so the
+command line, ``vtl run`` config files and the Python API share one default, type, help text and
+set of choices per option. This module imports no torch: ``--help`` stays instant, and the worker
+processes ``prepare``/``sample`` spawn (which import it again) stay small.
+
 Every user error prints one line ``error: …`` on stderr and exits with code 2
 (``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import sys
+import typing
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline import __version__
+from pipeline.benchmark.config import BenchmarkConfig
+from pipeline.data.sampling import SamplingConfig
+from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
+from pipeline.options import default_of, field_names
 from pipeline.progress import echo, set_quiet
+from pipeline.stages.prepare import PrepareConfig
+from pipeline.stages.sample import SampleConfig
 
 if TYPE_CHECKING:
     from pipeline.sharding import Shard
+
+
+def options_from(cls: type) -> Callable[[Callable], Callable]:
+    """Add one Click option per field of the dataclass ``cls``, in field order, named, typed,
+    defaulted and documented by the field (see :func:`pipeline.options.option`)."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            if f.metadata.get("cli", True):
+                command = _click_option(f, hints[f.name])(command)
+        return command
+
+    return decorate
+
+
+def _click_option(f: dataclasses.Field, hint: Any) -> Callable[[Callable], Callable]:
+    meta = f.metadata
+    flags = meta.get("flags") or (f"--{f.name.replace('_', '-')}",)
+    default = default_of(f)
+    required = default is dataclasses.MISSING
+    kind = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
+    common = {"help": meta.get("help"), "show_default": False if required else meta.get("show_default", True)}
+    if kind is bool:
+        return click.option(*flags, f.name, is_flag=True, default=default, **common)
+    if meta.get("choices"):
+        click_type: Any = click.Choice(meta["choices"])
+    elif meta.get("parse") or kind not in (int, float, str, Path):
+        click_type = click.STRING  # text the field's parse function turns into its value
+    else:
+        click_type = click.Path(path_type=Path) if kind is Path else kind
+    parse = meta.get("parse")
+    callback = (lambda ctx, param, value: parse(value) if value is not None else None) if parse else None
+    return click.option(*flags, f.name, type=click_type, default=None if required else default, required=required,
+                        metavar=meta.get("metavar"), callback=callback, **common)
+
+
+def given_on_command_line(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user wrote, leaving out those at their default."""
+    ctx = click.get_current_context()
+    return {k: v for k, v in options.items()
+            if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+
 
 WORKSPACE = click.argument("workspace", type=click.Path(file_okay=False, path_type=Path))
 
@@ -83,23 +139,10 @@ def cli(ctx: click.Context, quiet: bool, debug: bool, wait_s: float) -> None:
 
 @cli.command(short_help="1. Index a dataset: probe files, split, write the manifest")
 @WORKSPACE
-@click.option("--format", "fmt", default="folder", show_default=True,
-              help="Dataset layout: folder, ucf101, hmdb51, kinetics, ssv2 (see docs/data.md).")
-@click.option("--root", required=True, type=click.Path(path_type=Path), help="Folder holding the dataset's files.")
-@click.option("--splits", type=click.Path(path_type=Path), default=None,
-              help="Official split files (UCF101/HMDB51 folder, Kinetics CSV, SSv2 folder).")
-@click.option("--fold", default=1, show_default=True, help="Official split number (UCF101/HMDB51: 1-3).")
-@click.option("--val-fraction", default=0.15, show_default=True, help="Share of each class for validation.")
-@click.option("--test-fraction", default=0.15, show_default=True,
-              help="Share of each class for test (formats without an official test split).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the stratified split.")
-@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Probe processes.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds allowed to probe one file.")
+@options_from(PrepareConfig)
 @SHARD
 @MERGE
-def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: int, val_fraction: float,
-            test_fraction: float, seed: int, workers: int, timeout: float, shard: str | None,
-            merge: bool) -> None:
+def prepare(workspace: Path, shard: str | None, merge: bool, **options: Any) -> None:
     """1. Index a dataset: probe files, split, write the manifest.
 
     Writes WORKSPACE/manifest.csv, classes.txt and quarantine.csv (files that
@@ -117,13 +160,11 @@ def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: in
       vtl prepare runs/k400 --format kinetics --root /data/k400 --splits /data/k400/ann --shard 0/4
       vtl prepare runs/k400 --format kinetics --root /data/k400 --splits /data/k400/ann --merge
     """
-    from pipeline.stages.prepare import PrepareConfig, format_summary, run_prepare
+    from pipeline.stages.prepare import format_summary, run_prepare
     from pipeline.workspace import Workspace
 
-    cfg = PrepareConfig(format=fmt, root=root, splits=splits, fold=fold, val_fraction=val_fraction,
-                        test_fraction=test_fraction, seed=seed, workers=workers, timeout=timeout)
     part = shard_option(shard, merge)
-    summary = run_prepare(Workspace(workspace), cfg, shard=part, merge=merge)
+    summary = run_prepare(Workspace(workspace), PrepareConfig(**options), shard=part, merge=merge)
     if part is not None:
         click.echo(f"prepared shard {part} of {workspace}: probed {summary['probed']} of {summary['listed']} "
                    f"files ({summary['files']} usable, {summary['quarantined']} quarantined) into "
@@ -137,21 +178,12 @@ def prepare(workspace: Path, fmt: str, root: Path, splits: Path | None, fold: in
 
 @cli.command(short_help="2. Decode each video once and cache its sampled clips")
 @WORKSPACE
-@click.option("--frames", default=8, show_default=True, help="Frames per clip.")
-@click.option("--sampling", default="uniform", show_default=True,
-              help="uniform (TSN segments), random (contiguous at --stride) or dense (all clips).")
-@click.option("--stride", default=2, show_default=True, help="Frame step of random/dense clips.")
-@click.option("--short-side", default=128, show_default=True,
-              help="Resize so the short side is this many pixels (images: 256 unless given).")
-@click.option("--clips-per-video", default=1, show_default=True,
-              help="Views per video: random draws for train, test views for val/test.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, help="Decode processes.")
+@options_from(SamplingConfig)
+@options_from(SampleConfig)
 @click.option("--force", is_flag=True, help="Resample everything for these settings (a shard: its videos).")
 @SHARD
 @MERGE
-def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side: int, clips_per_video: int,
-           seed: int, workers: int, force: bool, shard: str | None, merge: bool) -> None:
+def sample(workspace: Path, force: bool, shard: str | None, merge: bool, **options: Any) -> None:
     """2. Decode each video once and cache its sampled clips (uint8).
 
     A re-run samples only the videos not cached yet. Example:
@@ -171,14 +203,10 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
 
     ws = Workspace(workspace)
     ws.require_prepared()
-    options = {"frames": frames, "sampling": sampling, "stride": stride, "short_side": short_side,
-               "clips_per_video": clips_per_video, "seed": seed}
-    ctx = click.get_current_context()
-    given = {k: v for k, v in options.items()
-             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    cfg = sampling_for(ws, given, defaults=options)
+    run = SampleConfig(**{k: options.pop(k) for k in field_names(SampleConfig)})
+    cfg = sampling_for(ws, given_on_command_line(options))
     part = shard_option(shard, merge)
-    r = run_sample(ws, cfg, workers=workers, force=force, shard=part, merge=merge)
+    r = run_sample(ws, cfg, run, force=force, shard=part, merge=merge)
     if part is not None:
         click.echo(f"sampled shard {part}: {r['videos']} of its {r['of']} videos cached in {r['path']}"
                    + (f"; {r['failed']} failed" if r["failed"] else "")
@@ -193,50 +221,9 @@ def sample(workspace: Path, frames: int, sampling: str, stride: int, short_side:
 
 @cli.command(short_help="3. Adapt a pretrained backbone (or train from scratch)")
 @WORKSPACE
-@click.option("--backbone", required=True, help="A name from `vtl backbones`.")
-@click.option("--strategy", required=True,
-              help="scratch, linear (frozen backbone), partial (--freeze-to), finetune, "
-                   "gradual (unfreeze stages from the top).")
-@click.option("--weights", default=None,
-              help="Weight tag (e.g. imagenet1k, kinetics400), 'none', or a checkpoint path. "
-                   "Default: the backbone's first tag (none for scratch).")
-@click.option("--freeze-to", default=None, help="partial: last frozen stage (e.g. layer2).")
-@click.option("--temporal", default="avg", show_default=True,
-              help="How a frame backbone pools over time: avg, max, conv, attention.")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True, help="Head learning rate (peak of the warm-up + cosine).")
-@click.option("--backbone-lr-mult", default=0.1, show_default=True, help="Backbone LR = head LR × this.")
-@click.option("--layer-decay", default=None, type=float,
-              help="Instead of --backbone-lr-mult: stage k of K trains at LR × D^(K-k) (e.g. 0.7).")
-@click.option("--unfreeze-every", default=1, show_default=True,
-              help="gradual: epochs of head-only training, then between unfreezing each next stage.")
-@click.option("--freeze-bn-stats", is_flag=True,
-              help="Keep the backbone's pretrained BatchNorm statistics (advised for batches under ~16).")
-@click.option("--probe-epochs", default=20, show_default=True,
-              help="partial/finetune/gradual from pretrained weights: first fit the head on cached frozen "
-                   "features for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
-@click.option("--probe-lr", default=1e-2, show_default=True, help="LR of that head-only phase.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--weight-decay", default=1e-4, show_default=True)
-@click.option("--label-smoothing", default=0.0, show_default=True)
-@click.option("--dropout", default=0.0, show_default=True)
-@click.option("--fraction", default=1.0, show_default=True, help="Train on this stratified share of the train split.")
-@click.option("--input-size", default=None, type=int, help="Crop size fed to the network (default: backbone's).")
-@click.option("--augment", default="standard", show_default=True,
-              help="standard (crop+flip), crop (no flip: when left/right matters), none.")
-@click.option("--sampling", default=None, help="Clip-cache key (default: the latest `vtl sample`).")
-@click.option("--workers", default=None, type=int,
-              help="DataLoader worker processes (default: 0 on CPU, a few per GPU).")
-@click.option("--patience", default=None, type=int, help="Stop after this many epochs without a validation gain.")
-@click.option("--clip-grad", default=None, type=float, help="Clip the gradient norm to this value.")
-@click.option("--warmup", default=0.1, show_default=True, help="Share of the steps spent warming up the LR.")
-@click.option("--amp", is_flag=True, help="Mixed precision: bf16 autocast (CPU, recent GPUs) or fp16 + scaling.")
-@click.option("--channels-last", is_flag=True, help="channels-last memory format (faster convolutions).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (slow start, faster steps).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--name", default=None, help="Run name (default: <backbone>-<strategy>).")
+@options_from(TrainConfig)
 @click.option("--restart", is_flag=True, help="Ignore last.pt and train from the start.")
-def train(workspace: Path, restart: bool, **options) -> None:
+def train(workspace: Path, restart: bool, **options: Any) -> None:
     """3. Adapt a pretrained backbone to the workspace's classes.
 
     Writes WORKSPACE/train/RUN/{best.pt,last.pt,metrics.jsonl,config.yaml};
@@ -246,12 +233,10 @@ def train(workspace: Path, restart: bool, **options) -> None:
       vtl train runs/ucf --backbone efficientnet_lite0 --strategy linear
       vtl train runs/ucf --backbone r3d_18 --strategy finetune --weights kinetics400 --epochs 20
     """
-    from pipeline.stages.train import TrainConfig, run_train
+    from pipeline.stages.train import run_train
     from pipeline.workspace import Workspace
 
-    options["compile"] = options.pop("compile_")
-    cfg = TrainConfig(**options)
-    r = run_train(Workspace(workspace), cfg, restart=restart)
+    r = run_train(Workspace(workspace), TrainConfig(**options), restart=restart)
     click.echo(f"trained {r['run_dir']}: best val top-1 {r['best_val_top1']:.3f} after {r['epochs']} epochs "
                f"({r['train_seconds']:.0f} s)")
 
@@ -261,15 +246,8 @@ def train(workspace: Path, restart: bool, **options) -> None:
 
 @cli.command(short_help="4. Score a run: top-1/5, mean class accuracy, confusion matrix")
 @WORKSPACE
-@click.option("--run", "--name", "run", default=None,
-              help="Run name under WORKSPACE/train (default: the latest). Under torchrun write --name: "
-                   "torchrun's own parser mistakes --run for its --run-path.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--views", default=None,
-              help="CLIPSxCROPS test views, e.g. 5x3: the first CLIPS cached clips of each video, each at "
-                   "1 (centre) or 3 spatial crops; softmax averaged per video. Default: all cached clips x 1.")
-def evaluate(workspace: Path, run: str | None, split: str, batch_size: int, views: str | None) -> None:
+@options_from(EvaluateConfig)
+def evaluate(workspace: Path, **options: Any) -> None:
     """4. Score a trained run: top-1/top-5, mean class accuracy, confusion matrix.
 
     Writes WORKSPACE/eval/RUN/{metrics.json,per_class.csv,predictions.csv,confusion.png}.
@@ -282,7 +260,7 @@ def evaluate(workspace: Path, run: str | None, split: str, batch_size: int, view
     from pipeline.stages.evaluate import run_evaluate
     from pipeline.workspace import Workspace
 
-    m = run_evaluate(Workspace(workspace), run, split, batch_size, views)
+    m = run_evaluate(Workspace(workspace), EvaluateConfig(**options))
     click.echo(json.dumps({k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "video_top1",
                                              "num_samples", "eval_dir")}))
 
@@ -309,19 +287,8 @@ def report(workspace: Path) -> None:
 
 @cli.command(short_help="6. Rank transfer sources: strategies x fractions x seeds")
 @WORKSPACE
-@click.option("--sources", "sources_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML file of sources (backbone + weights tag or checkpoint) and training settings.")
-@click.option("--strategies", default=None,
-              help="Comma-separated: linear, partial, finetune, gradual (default: the file's, else linear,finetune). "
-                   "scratch always runs as the baseline.")
-@click.option("--fractions", default=None,
-              help="Comma-separated label fractions of the train split (default: the file's, else 0.1,0.25,0.5,1.0).")
-@click.option("--seeds", default=None, type=int, help="Seeds 0..N-1 per cell (default: the file's, else 3).")
-@click.option("--max-parallel", default=1, show_default=True,
-              help="Cells run at once, in child processes when above 1 (under this command's workspace lock).")
-@click.option("--force", is_flag=True, help="Retrain and re-evaluate every cell.")
-def benchmark(workspace: Path, sources_file: Path, strategies: str | None, fractions: str | None,
-              seeds: int | None, max_parallel: int, force: bool) -> None:
+@options_from(BenchmarkConfig)
+def benchmark(workspace: Path, **options: Any) -> None:
     """6. Benchmark transfer sources on this workspace's target.
 
     Scores every source's transferability (LogME, LEEP) first, then trains and
@@ -336,16 +303,10 @@ def benchmark(workspace: Path, sources_file: Path, strategies: str | None, fract
     """
     from pipeline.progress import warn
     from pipeline.report.benchmark import format_flag
-    from pipeline.stages.benchmark import BenchmarkConfig, parse_fractions, parse_strategies, run_benchmark
+    from pipeline.stages.benchmark import run_benchmark
     from pipeline.workspace import Workspace
 
-    if seeds is not None and seeds < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--seeds")
-    cfg = BenchmarkConfig(sources=sources_file,
-                          strategies=parse_strategies(strategies) if strategies is not None else None,
-                          fractions=parse_fractions(fractions) if fractions is not None else None,
-                          seeds=seeds, max_parallel=max_parallel, force=force)
-    r = run_benchmark(Workspace(workspace), cfg)
+    r = run_benchmark(Workspace(workspace), BenchmarkConfig(**options))
     for e in r["ranking"]:
         click.echo(f"{e['rank']}. {e['source']}: {e['best_strategy']} top-1 {e['mean']:.3f} ± {e['spread']:.3f}")
     tau = r["tau"]["logme"]
@@ -469,7 +430,7 @@ def run_config(config: Path) -> None:
 
     Example: vtl run configs/dogs_efficientnet_lite0.yaml
     """
-    from pipeline.config import run_file
+    from pipeline.stages.run import run_file
 
     run_file(config)
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pipeline.progress import bar
+
+# Default process count of the pools: a few, leaving a core to the parent on small machines.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 class TimedOut:

@@ -32,10 +32,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline import WORKSPACE_FORMAT, __version__
+from pipeline.data.cache import ClipCache, FeatureCache
+from pipeline.engine.run_folder import RunFolder
 from pipeline.errors import UserError
 from pipeline.files import iter_csv, write_json
 from pipeline.progress import echo
 from pipeline.sharding import Shard
+
+# Runs that `vtl benchmark` trains are named with this prefix; they have a report of their own.
+BENCHMARK_RUN_PREFIX = "bench-"
 
 
 class Workspace:
@@ -69,14 +74,47 @@ class Workspace:
     def clips_dir(self, key: str) -> Path:
         return self.root / "clips" / key
 
-    def features_dir(self, key: str) -> Path:
-        return self.root / "features" / key
+    def clip_cache(self, key: str | None = None) -> ClipCache:
+        """The clip cache of sampling ``key`` (default: the latest `vtl sample`); it must exist."""
+        key = key or self.latest_sampling()
+        cache = ClipCache(self.clips_dir(key))
+        if not cache.params():
+            raise UserError(f"no clip cache {key!r} in {self.root}; run `vtl sample` first")
+        return cache
 
-    def train_dir(self, run: str) -> Path:
-        return self.root / "train" / run
+    def latest_sampling(self) -> str:
+        """The key of the clip cache the last `vtl sample` wrote."""
+        samplings = self.info().get("samplings", [])
+        if not samplings:
+            raise UserError(f"{self.root} has no sampled clips yet: run `vtl sample {self.root}` first")
+        return samplings[-1]
 
-    def eval_dir(self, run: str) -> Path:
-        return self.root / "eval" / run
+    def add_sampling(self, key: str) -> None:
+        """Record ``key`` as the latest sampling."""
+        samplings = [k for k in self.info().get("samplings", []) if k != key] + [key]
+        self.update_info(samplings=samplings)
+
+    def features(self, key: str) -> FeatureCache:
+        return FeatureCache(self.root / "features" / key)
+
+    def run(self, name: str) -> RunFolder:
+        return RunFolder(self.root / "train" / name, self.root / "eval" / name)
+
+    def evaluated_runs(self) -> list[RunFolder]:
+        """Every run with evaluation metrics, by name."""
+        names = sorted(p.name for p in (self.root / "eval").glob("*") if p.is_dir())
+        return [run for run in map(self.run, names) if run.is_evaluated]
+
+    def trained_runs(self) -> list[RunFolder]:
+        """Every run with a ``best.pt``, oldest first."""
+        runs = [self.run(p.name) for p in (self.root / "train").glob("*") if p.is_dir()]
+        return sorted((r for r in runs if r.is_trained), key=lambda r: r.best.stat().st_mtime)
+
+    def latest_run(self) -> RunFolder:
+        runs = self.trained_runs()
+        if not runs:
+            raise UserError(f"no trained run in {self.root}: run `vtl train {self.root} ...` first")
+        return runs[-1]
 
     @property
     def benchmark_dir(self) -> Path:

@@ -21,7 +21,7 @@ import time
 import torch
 from torch import nn
 
-from pipeline.engine.trainer import Speed
+from pipeline.engine.speed import Speed
 from pipeline.models.classifier import build_model
 from pipeline.models.registry import get_spec
 

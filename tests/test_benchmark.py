@@ -118,7 +118,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_sources_file_merging_and_validation(tmp_path: Path) -> None:
-    from pipeline.stages.benchmark import load_sources, plan
+    from pipeline.benchmark.grid import plan
+    from pipeline.benchmark.sources import load_sources
 
     ckpt = tmp_path / "src.pt"
     ckpt.write_bytes(b"not read while planning")
@@ -169,7 +170,8 @@ sources:
 
 
 def test_example_sources_file_plans() -> None:
-    from pipeline.stages.benchmark import load_sources, plan
+    from pipeline.benchmark.grid import plan
+    from pipeline.benchmark.sources import load_sources
 
     sf = load_sources(REPO / "configs" / "sources.yaml")
     assert [s.backbone for s in sf.sources] == ["efficientnet_lite0", "x3d_xs", "r3d_18"]
@@ -205,9 +207,10 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
 
     from pipeline.data.sampling import SamplingConfig
     from pipeline.data.synthetic import TARGET_CLASSES, make_source_dataset, make_target_dataset
+    from pipeline.engine.config import TrainConfig
     from pipeline.stages.prepare import PrepareConfig, run_prepare
-    from pipeline.stages.sample import run_sample
-    from pipeline.stages.train import TrainConfig, run_train
+    from pipeline.stages.sample import SampleConfig, run_sample
+    from pipeline.stages.train import run_train
     from pipeline.workspace import Workspace
 
     threads = torch.get_num_threads()
@@ -221,7 +224,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         ws = Workspace(root / name)
         run_prepare(ws, PrepareConfig(format="folder", root=root / "data" / name, val_fraction=val,
                                       test_fraction=test, workers=0))
-        run_sample(ws, SamplingConfig(frames=2, short_side=32), workers=0)
+        run_sample(ws, SamplingConfig(frames=2, short_side=32), SampleConfig(workers=0))
         workspaces[name] = ws
     pre = run_train(workspaces["source"], TrainConfig(backbone="resnet18", strategy="scratch", epochs=3, lr=0.1,
                                                       batch_size=8, input_size=32, augment="none",
@@ -311,7 +314,8 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     assert [r["top1"] for r in _results(ws)] == [r["top1"] for r in rows]  # the same numbers again
 
     # A finished cell counts only for the settings it was trained with: change one and it is stale.
-    from pipeline.stages.benchmark import _stale, load_sources, plan
+    from pipeline.benchmark.grid import _stale, plan
+    from pipeline.benchmark.sources import load_sources
     from pipeline.workspace import Workspace
 
     cells = plan(load_sources(sources), ("linear",), (1.0,), 2)
@@ -345,7 +349,8 @@ def test_parallel_cells_run_in_subprocesses_and_extend_the_grid(bench) -> None:
 
 @pytest.mark.slow
 def test_registry_tag_source_has_logme_but_no_leep(bench, tmp_path: Path) -> None:
-    from pipeline.stages.benchmark import compute_transferability, load_sources
+    from pipeline.benchmark.scores import compute_transferability
+    from pipeline.benchmark.sources import load_sources
     from pipeline.workspace import Workspace
 
     f = _write(tmp_path / "s.yaml", "train: {input_size: 32, batch_size: 16}\n"
@@ -356,9 +361,10 @@ def test_registry_tag_source_has_logme_but_no_leep(bench, tmp_path: Path) -> Non
 
 
 def test_missing_weights_fail_before_any_work(tmp_path: Path) -> None:
+    from pipeline.benchmark.config import BenchmarkConfig
     from pipeline.models.registry import get_spec
     from pipeline.models.weights import local_path
-    from pipeline.stages.benchmark import BenchmarkConfig, run_benchmark
+    from pipeline.stages.benchmark import run_benchmark
     from pipeline.workspace import Workspace
 
     if local_path(get_spec("r3d_18").weights["kinetics400"]) is not None:

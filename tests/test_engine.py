@@ -16,7 +16,7 @@ import torch
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.synthetic import make_target_dataset
 from pipeline.stages.prepare import PrepareConfig, run_prepare
-from pipeline.stages.sample import run_sample
+from pipeline.stages.sample import SampleConfig, run_sample
 from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def workspace(tmp_path_factory) -> Path:
     data = make_target_dataset(root / "data", 8, size=32, frames=8, seed=5)
     ws = Workspace(root / "ws")
     run_prepare(ws, PrepareConfig(format="folder", root=data, val_fraction=0.25, test_fraction=0.25, workers=1))
-    run_sample(ws, SamplingConfig(frames=4, short_side=32, clips_per_video=2), workers=1)
+    run_sample(ws, SamplingConfig(frames=4, short_side=32, clips_per_video=2), SampleConfig(workers=1))
     return ws.root
 
 

@@ -8,11 +8,12 @@ import torch
 
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.synthetic import make_target_dataset
-from pipeline.stages.evaluate import load_classifier
+from pipeline.engine.config import TrainConfig
+from pipeline.models.classifier import load_classifier
 from pipeline.stages.export import example_input, run_export
 from pipeline.stages.prepare import PrepareConfig, run_prepare
-from pipeline.stages.sample import run_sample
-from pipeline.stages.train import TrainConfig, run_train
+from pipeline.stages.sample import SampleConfig, run_sample
+from pipeline.stages.train import run_train
 from pipeline.workspace import Workspace
 
 
@@ -22,9 +23,9 @@ def checkpoint(tmp_path_factory):
     data = make_target_dataset(root / "data", 4, size=32, frames=8)
     ws = Workspace(root / "ws")
     run_prepare(ws, PrepareConfig(format="folder", root=data, val_fraction=0.25, test_fraction=0.25, workers=1))
-    run_sample(ws, SamplingConfig(frames=4, short_side=32), workers=1)
+    run_sample(ws, SamplingConfig(frames=4, short_side=32), SampleConfig(workers=1))
     run_train(ws, TrainConfig(backbone="r3d_18", strategy="scratch", epochs=1, batch_size=4, input_size=32))
-    return ws.train_dir("r3d_18-scratch") / "best.pt"
+    return ws.run("r3d_18-scratch").best
 
 
 def _reference(ckpt_path, batch: int = 2):

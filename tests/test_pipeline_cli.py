@@ -274,7 +274,7 @@ def test_run_config_runs_every_stage(ws: Path, tiny_dataset: Path, tmp_path: Pat
     out = tmp_path / "ws_run"
     # same prepare options as the module's workspace: the same manifest
     assert (out / "manifest.csv").read_bytes() == (ws / "manifest.csv").read_bytes()
-    assert len(list((out / "clips" / "uniform-t4-s1-ss32-v1-seed0").glob("*.npy"))) == 18
+    assert len(list((out / "clips" / "uniform-t4-s2-ss32-v1-seed0").glob("*.npy"))) == 18
     assert {p.name for p in (out / "train" / "probe").iterdir()} >= {"best.pt", "last.pt", "metrics.jsonl",
                                                                     "config.yaml"}
     metrics = json.loads((out / "eval" / "probe" / "metrics.json").read_text())

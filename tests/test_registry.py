@@ -24,9 +24,10 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.models.checkpoint import load_torch_file
 from pipeline.models.classifier import build_model
 from pipeline.models.registry import list_specs
-from pipeline.models.weights import apply_weights, load_file
+from pipeline.models.weights import apply_weights
 
 torch.set_num_threads(2)
 
@@ -90,7 +91,7 @@ def _check_roundtrip(name: str, backbone: nn.Module, torch_home: Path) -> None:
     inner = backbone.net if spec.kind == "frame" else backbone  # FramePooling → the frame network
     if spec.name == "efficientnet_lite0":  # packaged: the real ImageNet file, no cache involved
         apply_weights(backbone, spec, "imagenet1k")
-        official = load_file(spec.weights["imagenet1k"].packaged())
+        official = load_torch_file(spec.weights["imagenet1k"].packaged())
     else:
         tag = next(t for t in spec.weights.values() if t.loader is None)
         official, wrapped = _official_state(name)

@@ -260,7 +260,7 @@ def test_invalid_values_in_a_config_file(tmp_path: Path, capfd: pytest.CaptureFi
     assert not (tmp_path / "ws").exists()
     ok = tmp_path / "ok.yaml"  # YAML 1.1 reads 1e-3 as a string: accepted where a float is expected
     ok.write_text("workspace: ws\ntrain: {backbone: x3d_xs, strategy: linear, lr: 1e-3}\n")
-    from pipeline.config import load_plan
+    from pipeline.stages.run import load_plan
 
     assert load_plan(ok).trains[0].lr == 0.001
 
@@ -275,12 +275,11 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _checkpoint(path: Path, backbone: str, classes: list[str], state_from: str | None = None) -> None:
-    from pipeline.engine import checkpoint
+    from pipeline.models.checkpoint import Checkpoint
     from pipeline.models.classifier import build_model
 
     model, _ = build_model(state_from or backbone, len(classes), weights="none")
-    checkpoint.save(path, {"model": model.state_dict(), "backbone": backbone, "temporal": "avg",
-                           "classes": classes, "config": {"sampling": "x"}})
+    Checkpoint(backbone=backbone, classes=classes, model=model.state_dict(), config={"sampling": "x"}).save(path)
 
 
 def test_checkpoint_of_another_class_count_or_backbone(sampled: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -610,7 +609,7 @@ def test_fuzz_config_loader(text: str, doc: dict) -> None:
     `vtl run`'s checks, nothing run) either accepts it or raises a one-line UserError."""
     import yaml
 
-    from pipeline.config import load_plan
+    from pipeline.stages.run import load_plan
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.yaml"

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.choices import STRATEGIES
 from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier, build_model
-from pipeline.transfer.strategies import STRATEGIES, Strategy
+from pipeline.transfer.strategies import Strategy
 
 torch.set_num_threads(2)
 
@@ -198,7 +199,7 @@ def test_bad_options(kwargs: dict, fragment: str) -> None:
 
 
 def test_train_config_validates_the_new_options() -> None:
-    from pipeline.stages.train import TrainConfig
+    from pipeline.engine.config import TrainConfig
 
     with pytest.raises(UserError, match="--unfreeze-every must be at least 1"):
         TrainConfig(backbone="resnet18", strategy="gradual", unfreeze_every=0)
@@ -211,7 +212,7 @@ def test_vtl_train_gradual_end_to_end(tiny_dataset: Path, tmp_path: Path) -> Non
     stages never unfrozen keep their ImageNet weights and BatchNorm statistics exactly."""
     from conftest import invoke_vtl
 
-    from pipeline.engine import checkpoint
+    from pipeline.models.checkpoint import Checkpoint
 
     ws = tmp_path / "ws"
     invoke_vtl("-q", "prepare", ws, "--root", tiny_dataset, "--workers", "0")
@@ -222,7 +223,7 @@ def test_vtl_train_gradual_end_to_end(tiny_dataset: Path, tmp_path: Path) -> Non
     run = ws / "train" / "efficientnet_lite0-gradual"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     assert "unfreeze_every: 1" in (run / "config.yaml").read_text()
-    trained = checkpoint.load(run / "last.pt")["model"]
+    trained = Checkpoint.load(run / "last.pt").model
     pretrained, _ = build_model("efficientnet_lite0", 3, weights="imagenet1k")
     ref = pretrained.state_dict()
     # lite0 stages: stem, stage1..4, head. Epoch 1: head layer only; 2: + "head" stage; 3: + stage4.

@@ -19,8 +19,8 @@ from torch import nn
 from torchvision.models import video as tvv
 
 from pipeline import progress
-from pipeline.engine import checkpoint
 from pipeline.errors import UserError
+from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import build_model
 from pipeline.models.registry import get_spec, list_specs
 from pipeline.models.weights import cache_path, fetch, import_file, local_path
@@ -258,8 +258,8 @@ def _save_run(path: Path, backbone: str, num_classes: int, temporal: str = "avg"
     torch.manual_seed(5)
     model, _ = build_model(backbone, num_classes, temporal=temporal)
     state = model.state_dict()
-    checkpoint.save(path, {"model": state, "backbone": backbone, "temporal": temporal,
-                           "classes": [f"c{i}" for i in range(num_classes)], "config": {}})
+    Checkpoint(backbone=backbone, classes=[f"c{i}" for i in range(num_classes)], model=state,
+               temporal=temporal).save(path)
     return state
 
 

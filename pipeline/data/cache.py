@@ -5,13 +5,15 @@ a uint8 array ``(views, T, H, W, 3)``. Each file is written to a temp name and
 renamed, so a file under its final name is always complete: "resume" is simply
 "sample what has no file yet". Reads are memory-mapped.
 
-Feature cache (``features/<backbone>@<weights>@<sampling key>/``): per split,
+Feature cache (``features/<backbone>@<weights>@<temporal>@<sampling key>@<size>/``, named by
+:func:`feature_key`): per split,
 ``<split>.npy`` (float32, all views of all videos stacked), ``<split>.offsets.npy``
 (view ranges per video) and ``<split>.ids.json``; written atomically per split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -93,3 +95,19 @@ class FeatureCache:
         feats = np.load(self.root / f"{split}.npy")
         offsets = np.load(self.root / f"{split}.offsets.npy")
         return ids, feats, offsets
+
+    def covers(self, split: str, ids: list[str]) -> bool:
+        """True when ``split`` is cached for exactly these videos, in this order."""
+        return self.has(split) and json.loads((self.root / f"{split}.ids.json").read_text()) == ids
+
+    def forget(self, split: str) -> None:
+        """Mark ``split`` as not cached (its ids file marks it complete)."""
+        (self.root / f"{split}.ids.json").unlink(missing_ok=True)
+
+
+def feature_key(backbone: str, weights: str, temporal: str, sampling: str, size: int) -> str:
+    """The feature cache's name: what the frozen features depend on."""
+    w = weights
+    if Path(weights).is_file():  # a user's checkpoint: key by content, not by path
+        w = "file-" + hashlib.blake2b(Path(weights).read_bytes(), digest_size=6).hexdigest()
+    return f"{backbone}@{w}@{temporal}@{sampling}@{size}"

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.options import check_choices, option
 
 SAMPLINGS = ("uniform", "random", "dense")
 
@@ -97,18 +98,19 @@ def _check(num_frames: int, n: int) -> None:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How a workspace's clips were sampled; part of the clip-cache key."""
+    """How a workspace's clips are sampled: the clip cache's key (:attr:`key`)."""
 
-    sampling: str = "uniform"
-    frames: int = 8
-    stride: int = 1
-    short_side: int = 128
-    clips_per_video: int = 1  # views per video: random draws for train, test views otherwise
-    seed: int = 0
+    frames: int = option(8, "Frames per clip.")
+    sampling: str = option("uniform", "uniform (TSN segments), random (contiguous at --stride) or dense (all "
+                                      "clips).", choices=SAMPLINGS)
+    stride: int = option(2, "Frame step of random/dense clips.")
+    short_side: int = option(128, "Resize so the short side is this many pixels (images: 256 unless given).",
+                             show_default="128; images 256")
+    clips_per_video: int = option(1, "Views per video: random draws for train, test views for val/test.")
+    seed: int = option(0, "Seed of the random draws (per video, whatever the order or worker count).")
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise UserError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+        check_choices(self)
         for name in ("frames", "stride", "short_side", "clips_per_video"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.cache import ClipCache
+from pipeline.data.formats.base import SPLITS
 from pipeline.errors import UserError
-
-SPLITS = ("train", "val", "test")
 
 
 def assign_splits(rows: list[dict], val_fraction: float, test_fraction: float, seed: int) -> list[str]:

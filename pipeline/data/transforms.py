@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("standard", "crop", "none")
+from pipeline.choices import AUGMENTATIONS
 
 
 def build_transform(size: int, mean: Sequence[float], std: Sequence[float], *, train: bool,

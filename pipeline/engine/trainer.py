@@ -9,9 +9,7 @@ torchrun (only rank 0 writes); AMP, channels-last and torch.compile switches.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,61 +18,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from pipeline.engine import checkpoint, distributed
+from pipeline.engine import distributed
+from pipeline.engine.config import TrainConfig
 from pipeline.engine.distributed import DistInfo
 from pipeline.engine.loop import predict, train_one_epoch
 from pipeline.engine.metrics import summarize
+from pipeline.engine.rng import rng_state, set_rng_state
+from pipeline.engine.run_folder import RunFolder
+from pipeline.engine.speed import Speed
 from pipeline.errors import UserError
-from pipeline.files import write_text
+from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier
-from pipeline.progress import echo, warn
-from pipeline.transfer.strategies import Strategy
-
-
-@dataclass(frozen=True)
-class Speed:
-    """How batches run: autocast dtype, gradient scaler need, memory format."""
-
-    amp: torch.dtype | None = None
-    fp16_scaler: bool = False
-    channels_last: bool = False
-    video: bool = True
-
-    @property
-    def memory_format(self) -> torch.memory_format | None:
-        # Frame networks fold time into the batch and convert each frame batch themselves.
-        return torch.channels_last_3d if self.channels_last and self.video else None
-
-    @classmethod
-    def choose(cls, device: torch.device, *, amp: bool, channels_last: bool, video: bool) -> Speed:
-        dtype, scaler = None, False
-        if amp and device.type == "cuda":
-            if torch.cuda.is_bf16_supported():
-                dtype = torch.bfloat16
-            else:
-                dtype, scaler = torch.float16, True  # fp16 needs loss scaling; bf16 does not
-        elif amp and cpu_has_fast_bf16():
-            dtype = torch.bfloat16
-        elif amp:
-            # Measured on an AVX2 CPU: bf16 autocast makes r3d_18 ~70x slower (no native bf16
-            # kernels, oneDNN emulates them). Mixed precision only pays with AVX512-BF16/AMX.
-            warn("--amp ignored: this CPU has no native bf16 instructions (avx512_bf16/amx), training in fp32")
-        return cls(dtype, scaler, channels_last, video)
-
-    def prepare(self, model: nn.Module) -> None:
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last_3d if self.video else torch.channels_last)
-            if not self.video:
-                model.backbone.channels_last = True
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from pipeline.progress import echo
 
 
 class WarmupCosine:
@@ -95,10 +50,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100003 + epoch
 
 
-def fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, loaders: dict[str, DataLoader],
-        cfg: Any, run_config: dict, fkey: str | None, info: DistInfo, speed: Speed, *,
-        restart: bool) -> dict[str, Any]:
-    """Train ``trained`` (the whole model, or its head on cached features) for ``cfg.epochs``."""
+def fit(run: RunFolder, model: Classifier, trained: nn.Module, loaders: dict[str, DataLoader], cfg: TrainConfig,
+        run_config: dict, fkey: str | None, info: DistInfo, speed: Speed, *, restart: bool) -> dict[str, Any]:
+    """Train ``trained`` (the whole model, or its head on cached features) for ``cfg.epochs`` into ``run``.
+
+    ``run_config`` is what the results depend on (recorded in ``config.yaml`` and every checkpoint;
+    a resumed run must match it); ``fkey`` the feature cache a head-only run trains on."""
+    strategy = cfg.make_strategy()
     dev = distributed.device(info)
     model.to(dev)
     groups = strategy.param_groups(model, cfg.lr)
@@ -111,28 +69,27 @@ def fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, lo
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict] = []
     start_epoch, best = 0, -1.0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.is_file() and not restart:
-        state = checkpoint.load(last_path)
-        if state["config"] != run_config:
-            raise UserError(f"{out} holds a run with other settings; use --restart or another --name")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        start_epoch, best, history = state["epoch"], state["best_val_top1"], list(state["history"])
+    if run.last.is_file() and not restart:
+        state = Checkpoint.load(run.last)
+        if state.config != run_config:
+            raise UserError(f"{run.train_dir} holds a run with other settings; use --restart or another --name")
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        set_rng_state(state.rng)
+        start_epoch, best, history = state.epoch, state.best_val_top1, list(state.history)
         if start_epoch >= cfg.epochs or _stopped(history, cfg.patience):
-            echo(f"train: {out} already finished ({len(history)} epochs); --restart to train again")
-            return _result(out, history, best)
-        echo(f"train: resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
+            echo(f"train: {run.train_dir} already finished ({len(history)} epochs); --restart to train again")
+            return _result(run, history, best)
+        echo(f"train: resuming {run.train_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     if info.is_main:
-        write_text(out / "config.yaml", _yaml(run_config))
+        run.write_config(run_config)
     net = _wrap(trained, info, dev, cfg.compile)
     train_loader = _distributed(loaders["train"], info, shuffle=True, seed=cfg.seed)
     val_loader = _distributed(loaders.get("val") or loaders["train"], info, shuffle=False, seed=cfg.seed)
-    board = _tensorboard(out) if info.is_main else None
+    board = _tensorboard(run.tensorboard_dir) if info.is_main else None
     seconds = history[-1]["train_seconds"] if history else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
@@ -157,15 +114,15 @@ def fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, lo
         improved = record["val_top1"] > best
         best = max(best, record["val_top1"])
         if info.is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                     "epoch": epoch + 1, "rng": checkpoint.rng_state(), "config": run_config,
-                     "classes": run_config["classes"], "backbone": cfg.backbone, "weights": run_config["weights"],
-                     "temporal": cfg.temporal, "feature_key": fkey, "history": history, "best_val_top1": best}
+            state = Checkpoint(backbone=cfg.backbone, classes=run_config["classes"], model=model.state_dict(),
+                               weights=run_config["weights"], temporal=cfg.temporal, config=run_config,
+                               feature_key=fkey, history=history, best_val_top1=best, epoch=epoch + 1,
+                               optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                               scaler=scaler.state_dict() if scaler else {}, rng=rng_state())
             if improved:
-                checkpoint.save(best_path, {**state, "optimizer": {}, "scheduler": {}, "scaler": {}})
-            checkpoint.save(last_path, state)
-            write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                state.without_training_state().save(run.best)
+            state.save(run.last)
+            run.write_history(history)
             if board is not None:
                 for key in ("train_loss", "train_top1", "val_top1", "lr", "clips_per_s"):
                     board.add_scalar(key, record[key], epoch + 1)
@@ -177,7 +134,7 @@ def fit(out: Path, model: Classifier, trained: nn.Module, strategy: Strategy, lo
             break
     if board is not None:
         board.close()
-    return _result(out, history, best)
+    return _result(run, history, best)
 
 
 def _stopped(history: list[dict], patience: int | None) -> bool:
@@ -238,24 +195,18 @@ def _validate(model: nn.Module, loader: DataLoader, dev: torch.device, num_class
     return summarize(probs, labels, videos, num_classes)
 
 
-def _tensorboard(out: Path):
-    """TensorBoard event files under ``out/tensorboard`` when tensorboard is installed."""
+def _tensorboard(folder: Path):
+    """TensorBoard event files in ``folder`` when tensorboard is installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(out / "tensorboard"))
+    return SummaryWriter(str(folder))
 
 
-def _result(out: Path, history: list[dict], best: float) -> dict[str, Any]:
-    return {"run_dir": str(out), "best_val_top1": best, "epochs": len(history),
+def _result(run: RunFolder, history: list[dict], best: float) -> dict[str, Any]:
+    return {"run_dir": str(run.train_dir), "best_val_top1": best, "epochs": len(history),
             "train_seconds": history[-1]["train_seconds"] if history else 0.0}
 
 
-def _yaml(obj: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(obj, sort_keys=False)
-
-
-__all__ = ["fit", "Speed", "epoch_seed"]
+__all__ = ["fit", "epoch_seed"]

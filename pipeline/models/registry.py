@@ -159,21 +159,42 @@ class StageGroup(nn.Module):
 
 class Backbone(nn.Module):
     """Base class: ``forward(clip (B,C,T,H,W)) -> (B, feature_dim)``; ``stage_modules()``
-    returns the ordered stages used for partial freezing."""
+    returns the ordered stages used for partial freezing.
+
+    Two hooks tell :mod:`pipeline.models.weights` where weights go, so that it never has to
+    inspect a backbone's attributes: :meth:`pretrained_module` (what a published weights file
+    fits) and :meth:`load_trained_state` (the backbone part of a ``vtl train`` checkpoint).
+    """
 
     feature_dim: int
 
     def stage_modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
+    def pretrained_module(self) -> nn.Module:
+        """The module a published weights file fits once converted (``spec.convert_state``):
+        the backbone itself here; a frame network pooled over time returns its frame network."""
+        return self
+
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a pretrained state dict (already converted to this module's keys).
+        """Load a published state dict (already converted to :meth:`pretrained_module`'s keys).
 
         Every key must be present with the same shape, both ways: a file from another
         architecture is one clear :class:`UserError`, not a ``load_state_dict`` trace.
         """
-        check_state_fits(self, state)
-        self.load_state_dict(state, strict=True)
+        load_checked(self.pretrained_module(), state)
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], *, temporal: str) -> str | None:
+        """Load the backbone part of a ``vtl train`` checkpoint trained with ``temporal`` pooling;
+        returns a note for the user when part of it was deliberately left out."""
+        load_checked(self, state)
+        return None
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict(strict=True)`` after :func:`check_state_fits`, so a mismatch is one line."""
+    check_state_fits(module, state)
+    module.load_state_dict(state, strict=True)
 
 
 def check_state_fits(module: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -11,11 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.registry import Backbone
-
-TEMPORAL_POOLINGS = ("avg", "max", "conv", "attention")
-# Poolings with parameters of their own: they train, so their output cannot be cached as frozen features.
-LEARNABLE_POOLINGS = ("conv", "attention")
+from pipeline.choices import TEMPORAL_POOLINGS
+from pipeline.models.registry import Backbone, load_checked
 
 
 class TemporalConv(nn.Module):
@@ -75,5 +72,18 @@ class FramePooling(Backbone):
             stages["temporal"] = self.pool
         return stages
 
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        self.net.load_weights(state)
+    def pretrained_module(self) -> nn.Module:
+        return self.net.pretrained_module()
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], *, temporal: str) -> str | None:
+        """The frame network always; the learnable temporal head (``conv``/``attention``) only when
+        the source run used the same one, else it keeps its initial value (average pooling)."""
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        pool_state = {k[len("pool."):]: v for k, v in state.items() if k.startswith("pool.")}
+        load_checked(self.net, net_state)
+        if self.pool is not None and pool_state and temporal == self.temporal:
+            load_checked(self.pool, pool_state)
+            return None
+        if pool_state or self.pool is not None:
+            return f"temporal head {temporal!r} not carried over to {self.temporal!r} (it starts as average pooling)"
+        return None

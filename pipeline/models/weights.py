@@ -34,10 +34,11 @@ from typing import Any
 import torch
 
 from pipeline.errors import UserError
+from pipeline.models.checkpoint import Checkpoint, is_checkpoint, load_torch_file
+from pipeline.models.factory import build_backbone
 from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, check_state_fits, get_spec
 from pipeline.progress import echo
 
-CHECKPOINT_KIND = "vtl-checkpoint"
 # Containers other training code wraps a state dict in (pytorchvideo/SlowFast: model_state).
 _STATE_KEYS = ("model_state", "state_dict", "model", "module")
 
@@ -90,22 +91,6 @@ def resolve(spec: BackboneSpec, weights: str) -> Path | None:
     raise UserError(f"--weights {weights!r} is neither a tag of {spec.name} ({tags}) nor an existing file")
 
 
-def load_file(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers only."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
-            raise UserError(f"refusing to load {path}: it holds pickled objects beyond tensors "
-                            "(weights_only loading; the payload was not executed)") from None
-        raise UserError(f"cannot read weights file {path}: {text[:200]}") from None
-
-
-def is_checkpoint(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND
-
-
 def unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a weights file: as is, or under ``model_state`` (pytorchvideo),
     ``state_dict``, ``model``; a DDP ``module.`` prefix is removed."""
@@ -138,9 +123,9 @@ def apply_weights(backbone: Backbone, spec: BackboneSpec, weights: str) -> None:
     path = resolve(spec, weights)
     if path is None:
         return
-    obj = load_file(path)
+    obj = load_torch_file(path)
     if is_checkpoint(obj):
-        load_checkpoint_backbone(backbone, obj, spec, path)
+        load_checkpoint_backbone(backbone, Checkpoint.from_contents(obj, path), spec, path)
         return
     state = unwrap_state(obj, path)
     tag = _tag_for(spec, weights, path)
@@ -155,46 +140,18 @@ def apply_weights(backbone: Backbone, spec: BackboneSpec, weights: str) -> None:
         raise UserError(f"{path} does not fit backbone {spec.name}: {str(e).splitlines()[-1][:200]}") from None
 
 
-def backbone_state_from_checkpoint(ckpt: dict, spec: BackboneSpec, path: Path) -> dict:
-    """The backbone part of a ``vtl train`` checkpoint, checked against ``spec``."""
-    if ckpt.get("backbone") != spec.name:
-        raise UserError(f"{path} was trained with backbone {ckpt.get('backbone')!r}, not {spec.name!r}: "
-                        f"use --backbone {ckpt.get('backbone')} to start from it")
-    model = ckpt.get("model")
-    if not isinstance(model, dict):
-        raise UserError(f"{path} is a vtl checkpoint without model weights")
-    prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
-
-
-def load_checkpoint_backbone(backbone: Backbone, ckpt: dict, spec: BackboneSpec, path: Path) -> None:
-    """Start from the backbone of a ``vtl train`` checkpoint (the source run's head is not used).
-
-    For a frame backbone the learnable temporal head (``--temporal conv|attention``) is
-    carried over when source and target use the same one, and left at its initial value
-    (average pooling) otherwise.
-    """
-    state = backbone_state_from_checkpoint(ckpt, spec, path)
-    pool = getattr(backbone, "pool", None)
-    if hasattr(backbone, "temporal"):  # FramePooling: net.* is the frame network, pool.* the temporal head
-        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-        pool_state = {k[len("pool."):]: v for k, v in state.items() if k.startswith("pool.")}
-        _load_checked(backbone.net, net_state, spec, path)
-        if pool is not None and pool_state and ckpt.get("temporal") == backbone.temporal:
-            _load_checked(pool, pool_state, spec, path)
-        elif pool_state or pool is not None:
-            echo(f"weights: {path.name}: temporal head {ckpt.get('temporal')!r} not carried over to "
-                 f"{backbone.temporal!r} (it starts as average pooling)")
-        return
-    _load_checked(backbone, state, spec, path)
-
-
-def _load_checked(module: torch.nn.Module, state: dict, spec: BackboneSpec, path: Path) -> None:
+def load_checkpoint_backbone(backbone: Backbone, ckpt: Checkpoint, spec: BackboneSpec, path: Path) -> None:
+    """Start from the backbone of a ``vtl train`` checkpoint (the source run's head is not used, so
+    the source's class count does not matter)."""
+    if ckpt.backbone != spec.name:
+        raise UserError(f"{path} was trained with backbone {ckpt.backbone!r}, not {spec.name!r}: "
+                        f"use --backbone {ckpt.backbone} to start from it")
     try:
-        check_state_fits(module, state)
+        note = backbone.load_trained_state(ckpt.backbone_state(), temporal=ckpt.temporal)
     except UserError as e:
         raise UserError(f"{path} does not fit backbone {spec.name}: {e}") from None
-    module.load_state_dict(state, strict=True)
+    if note:
+        echo(f"weights: {path.name}: {note}")
 
 
 # ----------------------------------------------------------------------------- fetch / import
@@ -256,7 +213,7 @@ def import_file(src: Path, backbone: str, tag_name: str) -> Path:
     dest = cache_path(tag)
     if dest is None:
         raise UserError(f"{backbone}:{tag_name} ships in a package; there is nothing to import")
-    state = unwrap_state(load_file(src), src)  # refuse anything that is not a plain weights file
+    state = unwrap_state(load_torch_file(src), src)  # refuse anything that is not a plain weights file
     verify_hash(src, tag, f"{backbone}:{tag_name}")
     if tag.loader is None:
         _check_fits_on_meta(spec, state, src)
@@ -269,17 +226,14 @@ def import_file(src: Path, backbone: str, tag_name: str) -> Path:
 
 def _check_fits_on_meta(spec: BackboneSpec, state: dict, src: Path) -> None:
     """Compare keys and shapes with the backbone built on the meta device (no memory, no init cost)."""
-    from pipeline.models.classifier import build_backbone
-
     try:
         with torch.device("meta"):
             bb = build_backbone(spec)
     except Exception:  # a builder that cannot run on meta: skip the check, loading will do it
         return
-    inner = getattr(bb, "net", bb) if hasattr(bb, "temporal") else bb
     converted = spec.convert_state(state) if spec.convert_state else state
     try:
-        check_state_fits(inner, converted)
+        check_state_fits(bb.pretrained_module(), converted)
     except UserError as e:
         raise UserError(f"{src} does not fit backbone {spec.name}: {e}") from None
 

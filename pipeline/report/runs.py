@@ -7,7 +7,6 @@ confusion matrix (and, for images, its most confident mistakes).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from pipeline.files import write_text
 from pipeline.models.registry import get_spec
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
-from pipeline.workspace import Workspace
+from pipeline.workspace import BENCHMARK_RUN_PREFIX, Workspace
 
 LEAKAGE_CAVEAT = ("Caveat: Stanford Dogs photos come from ImageNet, so ImageNet-1k weights have already seen "
                   "them in pretraining; these scores overstate transfer to truly new photos.")
@@ -38,19 +37,16 @@ def leakage_warning(ws: Workspace, backbone: str, weights: str) -> str | None:
 
 
 def collect(ws: Workspace) -> list[dict[str, Any]]:
+    """One row per evaluated run (benchmark cells have their own report): what was scored, its
+    metrics, training time and links to its plots."""
     rows = []
-    for metrics_path in sorted((ws.root / "eval").glob("*/metrics.json")):
-        folder = metrics_path.parent
-        if folder.name.startswith("bench-"):  # benchmark cells have their own report
+    for run in ws.evaluated_runs():
+        info = run.eval_info()
+        if run.name.startswith(BENCHMARK_RUN_PREFIX) or info is None:
             continue
-        info_path = folder / "info.json"
-        if not info_path.is_file():
-            continue
-        m, info = json.loads(metrics_path.read_text()), json.loads(info_path.read_text())
-        history = ws.train_dir(info["run"]) / "metrics.jsonl"
-        lines = history.read_text().splitlines() if history.is_file() else []
-        seconds = json.loads(lines[-1])["train_seconds"] if lines else float("nan")
-        rows.append({**info, **m, "train_seconds": seconds, "folder": folder.relative_to(ws.root).as_posix()})
+        links = {"confusion": run.confusion_png, "per_class": run.per_class_csv, "mistakes": run.mistakes_png}
+        rows.append({**info, **(run.eval_metrics() or {}), "train_seconds": run.train_seconds(),
+                     **{k: p.relative_to(ws.root).as_posix() for k, p in links.items()}})
     return rows
 
 
@@ -66,9 +62,8 @@ def write_report(ws: Workspace) -> Path:
     caveats = {leakage_warning(ws, r["backbone"], r["weights"]) for r in rows} - {None}
     links = []
     for r in rows:
-        extra = f", [mistakes]({r['folder']}/mistakes.png)" if r["media"] == "image" else ""
-        links.append(f"- `{r['run']}`: [confusion matrix]({r['folder']}/confusion.png), "
-                     f"[per class]({r['folder']}/per_class.csv){extra}")
+        extra = f", [mistakes]({r['mistakes']})" if r["media"] == "image" else ""
+        links.append(f"- `{r['run']}`: [confusion matrix]({r['confusion']}), [per class]({r['per_class']}){extra}")
     text = "\n\n".join([
         f"# Runs of {ws.root.name}",
         table(rows, [("run", "run"), ("backbone", "backbone"), ("weights", "weights"), ("strategy", "strategy"),

@@ -26,17 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.benchmark.config import BenchmarkConfig
+from pipeline.benchmark.results import read_results
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.synthetic import make_source_dataset, make_target_dataset
+from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.files import write_json, write_text
 from pipeline.progress import echo
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
-from pipeline.stages.benchmark import BenchmarkConfig, read_results, run_benchmark
+from pipeline.stages.benchmark import run_benchmark
 from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.prepare import PrepareConfig, run_prepare
-from pipeline.stages.sample import run_sample
-from pipeline.stages.train import TrainConfig, run_train
+from pipeline.stages.sample import SampleConfig, run_sample
+from pipeline.stages.train import run_train
 from pipeline.workspace import Workspace
 
 
@@ -84,7 +87,7 @@ def _workspace(path: Path, root: Path, plan: DemoPlan, val: float, test: float,
     ws = Workspace(path)
     run_prepare(ws, PrepareConfig(format="folder", root=root, val_fraction=val, test_fraction=test,
                                   workers=plan.workers))
-    return ws, run_sample(ws, sampling, workers=plan.workers)["key"]
+    return ws, run_sample(ws, sampling, SampleConfig(workers=plan.workers))["key"]
 
 
 def _target_runs(plan: DemoPlan, source_ckpt: Path, sampling: str) -> list[tuple[str, str, TrainConfig]]:
@@ -131,7 +134,7 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
     for name, source, cfg in _target_runs(plan, source_ckpt, target_key):
         echo(f"demo: target run '{name}'")
         trained = run_train(target_ws, cfg)
-        metrics = run_evaluate(target_ws, cfg.run_name)
+        metrics = run_evaluate(target_ws, EvaluateConfig(run=cfg.run_name))
         summary.append({"name": name, "backbone": cfg.backbone, "source": source, "strategy": cfg.strategy,
                         "top1": metrics["video_top1"], "mean_class_accuracy": metrics["video_mean_class_accuracy"],
                         "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name})
@@ -156,7 +159,7 @@ def _benchmark_sources(out: Path, plan: DemoPlan, target_ws: Workspace) -> dict[
     bad = run_train(shuffled_ws, TrainConfig(backbone="resnet18", strategy="scratch", epochs=3, lr=0.1,
                                              batch_size=8, input_size=32, augment="none", name="pretrain",
                                              sampling=shuffled_key))
-    bench_key = run_sample(target_ws, tiny, workers=plan.workers)["key"]
+    bench_key = run_sample(target_ws, tiny, SampleConfig(workers=plan.workers))["key"]
     sources = out / "sources.yaml"
     write_text(sources, f"""# written by `vtl demo`: the benchmark of its "which source?" section
 train:

@@ -13,13 +13,14 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.files import replaced_on_success
-from pipeline.stages.evaluate import load_classifier
+from pipeline.models.checkpoint import Checkpoint
+from pipeline.models.classifier import load_classifier
 
 FORMATS = ("torchscript", "onnx")
 
 
-def example_input(ckpt: dict, batch: int = 1) -> torch.Tensor:
-    cfg = ckpt["config"]
+def example_input(ckpt: Checkpoint, batch: int = 1) -> torch.Tensor:
+    cfg = ckpt.config
     frames = int(cfg["sampling_params"]["frames"])
     size = int(cfg["input_size"])
     return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(0))

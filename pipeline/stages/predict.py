@@ -10,19 +10,18 @@ import torch
 from pipeline.data.clips import load_views
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.transforms import build_transform
+from pipeline.models.classifier import load_classifier
 from pipeline.models.registry import get_spec
-from pipeline.stages.evaluate import load_classifier
 
 
 @torch.inference_mode()
 def run_predict(checkpoint: Path, inputs: list[Path], topk: int = 5) -> list[dict[str, Any]]:
     model, ckpt = load_classifier(checkpoint)
     model.eval()
-    cfg = ckpt["config"]
-    classes = ckpt["classes"]
-    sampling = SamplingConfig(**cfg["sampling_params"])
-    spec = get_spec(ckpt["backbone"])
-    transform = build_transform(cfg["input_size"], spec.mean, spec.std, train=False)
+    classes = ckpt.classes
+    sampling = SamplingConfig(**ckpt.config["sampling_params"])
+    spec = get_spec(ckpt.backbone)
+    transform = build_transform(ckpt.config["input_size"], spec.mean, spec.std, train=False)
     results = []
     for path in inputs:
         views = load_views(path, sampling)

@@ -22,6 +22,8 @@ from pipeline.data.probe import ProbeCache, probe_rows
 from pipeline.data.splits import assign_splits
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv, write_text
+from pipeline.options import check_choices, option
+from pipeline.parallel import DEFAULT_WORKERS
 from pipeline.progress import warn
 from pipeline.sharding import Shard, complete_shards
 from pipeline.workspace import Workspace
@@ -31,19 +33,18 @@ MANIFEST_COLUMNS = ("id", "path", "label", "split", "num_frames", "fps", "width"
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    format: str
-    root: Path
-    splits: Path | None = None
-    fold: int = 1
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    workers: int = 2
-    timeout: float = 60.0
+    root: Path = option(help="Folder holding the dataset's files.")
+    format: str = option("folder", "Dataset layout (see docs/data.md).", choices=tuple(FORMATS))
+    splits: Path | None = option(None, "Official split files (UCF101/HMDB51 folder, Kinetics CSV, SSv2 folder).")
+    fold: int = option(1, "Official split number (UCF101/HMDB51: 1-3).")
+    val_fraction: float = option(0.15, "Share of each class for validation.")
+    test_fraction: float = option(0.15, "Share of each class for test (formats without an official test split).")
+    seed: int = option(0, "Seed of the stratified split.")
+    workers: int = option(DEFAULT_WORKERS, "Probe processes.")
+    timeout: float = option(60.0, "Seconds allowed to probe one file (then it is quarantined).")
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise UserError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        check_choices(self)
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

@@ -9,6 +9,7 @@ stage goes on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,23 @@ from pipeline.data.clips import image_clip, video_clips
 from pipeline.data.sampling import SamplingConfig
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv
-from pipeline.parallel import TimedOut, run_pool
+from pipeline.options import option
+from pipeline.parallel import DEFAULT_WORKERS, TimedOut, run_pool
 from pipeline.progress import echo
 from pipeline.sharding import Shard, complete_shards
 from pipeline.workspace import Workspace
+
+
+@dataclass
+class SampleConfig:
+    """How ``vtl sample`` runs (the clips themselves are set by :class:`SamplingConfig`)."""
+
+    workers: int = option(DEFAULT_WORKERS, "Decode processes.")
+    timeout: float = option(300.0, "Seconds allowed to sample one file (then it is quarantined).")
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.timeout <= 0:
+            raise UserError("--workers must be >= 0 and --timeout positive")
 
 
 def sample_video(job: dict[str, Any]) -> dict[str, Any]:
@@ -51,8 +65,8 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
 VIDEO_ONLY = ("frames", "sampling", "stride", "clips_per_video")
 
 
-def sampling_for(ws: Workspace, given: dict[str, Any], defaults: dict[str, Any] | None = None) -> SamplingConfig:
-    """The sampling of ``ws`` from the options the user set (``given``) over ``defaults``.
+def sampling_for(ws: Workspace, given: dict[str, Any]) -> SamplingConfig:
+    """The sampling of ``ws`` from the options the user set (``given``) over :class:`SamplingConfig`'s defaults.
 
     An image workspace takes one frame per image at a short side of 256 unless told
     otherwise, and refuses video-only options.
@@ -62,11 +76,11 @@ def sampling_for(ws: Workspace, given: dict[str, Any], defaults: dict[str, Any] 
         if video_only:
             raise UserError(f"--{video_only[0].replace('_', '-')} is a video option; {ws.root} holds images")
         return SamplingConfig(**{"short_side": 256, **given, "frames": 1, "clips_per_video": 1})
-    return SamplingConfig(**{**(defaults or {}), **given})
+    return SamplingConfig(**given)
 
 
-def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout: float = 300.0,
-               force: bool = False, shard: Shard | None = None, merge: bool = False) -> dict[str, Any]:
+def run_sample(ws: Workspace, cfg: SamplingConfig, run: SampleConfig | None = None, *, force: bool = False,
+               shard: Shard | None = None, merge: bool = False) -> dict[str, Any]:
     """Sample every video of ``ws`` not cached yet; with ``shard``, only that shard's videos.
 
     Shards write only their own ``.npy`` files and a list of their failures, so
@@ -77,6 +91,7 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
     The manifest is streamed (read once to count, once to sample) rather than
     held: memory stays flat however many videos there are.
     """
+    run = run or SampleConfig()
     if shard is not None and merge:
         raise UserError("--merge combines the shards' results: run it once, without --shard "
                         "(and without RANK/WORLD_SIZE set)")
@@ -88,7 +103,7 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
         raise UserError(f"{ws.root} holds images: sample it with one frame and one view (see sampling_for)")
     cache = ClipCache(ws.clips_dir(cfg.key))
     if shard is not None:
-        return _sample_shard(ws, cfg, cache, shard, workers=workers, timeout=timeout, force=force)
+        return _sample_shard(ws, cfg, cache, shard, run, force=force)
     with ws.lock("sample"):
         if force and cache.root.exists():
             for p in cache.root.glob("*.npy"):
@@ -104,11 +119,10 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
         total, count = sum(1 for _ in ws.iter_manifest()), sum(1 for _ in todo())
         if count < total:
             echo(f"sample: {total - count} videos already cached, {count} to sample")
-        failed += _sample_rows(todo(), count, cfg, cache, media, workers, timeout)
+        failed += _sample_rows(todo(), count, cfg, cache, media, run)
         if failed:
             _add_to_quarantine(ws, _in_manifest_order(ws, failed))
-        samplings = [k for k in ws.info().get("samplings", []) if k != cfg.key] + [cfg.key]
-        ws.update_info(samplings=samplings)
+        ws.add_sampling(cfg.key)
         if merge:  # consumed: the failures are in quarantine.csv now
             for p in ws.sample_shard_files(cfg.key):
                 p.unlink()
@@ -121,7 +135,7 @@ def run_sample(ws: Workspace, cfg: SamplingConfig, *, workers: int = 2, timeout:
 
 
 def _sample_rows(rows: Iterable[dict[str, str]], count: int, cfg: SamplingConfig, cache: ClipCache, media: str,
-                 workers: int, timeout: float) -> list[dict[str, str]]:
+                 run: SampleConfig) -> list[dict[str, str]]:
     """Sample the ``count`` ``rows`` into ``cache`` in a pool; returns the failures (path, reason) in order.
 
     Rows are read as the pool submits them and workers return only a byte
@@ -137,7 +151,7 @@ def _sample_rows(rows: Iterable[dict[str, str]], count: int, cfg: SamplingConfig
             yield {"row": row, **common}
 
     failed: dict[int, dict[str, str]] = {}
-    for i, result in run_pool(sample_video, jobs(), workers=workers, timeout=timeout, desc="sample",
+    for i, result in run_pool(sample_video, jobs(), workers=run.workers, timeout=run.timeout, desc="sample",
                               unit="video", total=count):
         path = in_flight.pop(i)
         if isinstance(result, TimedOut):
@@ -161,8 +175,8 @@ def _add_to_quarantine(ws: Workspace, failed: list[dict[str, str]]) -> None:
     write_csv(ws.quarantine, ("path", "reason"), quarantine)
 
 
-def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: Shard, *, workers: int,
-                  timeout: float, force: bool) -> dict[str, Any]:
+def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: Shard, run: SampleConfig, *,
+                  force: bool) -> dict[str, Any]:
     """Sample this shard's videos (by video id); record its failures in its own file, written last."""
     def mine() -> Iterator[dict[str, str]]:
         return (r for r in ws.iter_manifest() if shard.owns(r["id"]))
@@ -177,7 +191,7 @@ def _sample_shard(ws: Workspace, cfg: SamplingConfig, cache: ClipCache, shard: S
         echo(f"sample: shard {shard} has {owned} of {total} videos; {owned - count} already cached, "
              f"{count} to sample")
         todo = (r for r in mine() if not cache.has(r["id"]))
-        failed = _sample_rows(todo, count, cfg, cache, ws.media, workers, timeout)
+        failed = _sample_rows(todo, count, cfg, cache, ws.media, run)
         write_csv(ws.sample_shard_failures(cfg.key, shard), ("path", "reason"), failed)
     return {"key": cfg.key, "shard": str(shard), "videos": sum(cache.has(r["id"]) for r in mine()),
             "of": owned, "failed": len(failed), "path": str(cache.root)}
@@ -188,10 +202,3 @@ def _merge_shard_failures(ws: Workspace, key: str) -> list[dict[str, str]]:
     count = complete_shards(ws.sample_shard_files(key), lambda s: ws.sample_shard_failures(key, s),
                             f"`vtl sample {ws.root} ... --shard {{shard}}` (same sampling options)")
     return [f for i in range(count) for f in read_csv(ws.sample_shard_failures(key, Shard(i, count)))]
-
-
-def latest_sampling(ws: Workspace) -> str:
-    samplings = ws.info().get("samplings", [])
-    if not samplings:
-        raise UserError(f"{ws.root} has no sampled clips yet: run `vtl sample {ws.root}` first")
-    return samplings[-1]

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from pipeline.choices import STRATEGIES
 from pipeline.errors import UserError
 from pipeline.models.classifier import Classifier
-
-STRATEGIES = ("scratch", "linear", "partial", "finetune", "gradual")
 
 
 @dataclass

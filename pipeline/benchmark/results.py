@@ -1,0 +1,62 @@
+"""The grid's results: one row per cell from its run's evaluation and history
+(``benchmark/results.csv``), with the labelled examples per class each label fraction keeps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.benchmark.grid import Cell
+from pipeline.errors import UserError
+from pipeline.files import read_csv
+from pipeline.workspace import Workspace
+
+RESULT_COLUMNS = ("source", "backbone", "weights", "strategy", "fraction", "seed", "top1", "mean_class_accuracy",
+                  "train_seconds", "transfer_gain", "examples_per_class", "run")
+
+
+def collect_results(ws: Workspace, cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """One row per cell from its run's evaluation metrics and training history."""
+    counts = _examples_per_class(ws, cells)
+    rows = []
+    for c in cells:
+        run = ws.run(c.run)
+        m = run.eval_metrics()
+        if m is None:
+            raise UserError(f"benchmark: cell {c.run} has no evaluation in {run.eval_dir}; run the benchmark again")
+        seconds = run.train_seconds()
+        rows.append({"source": c.source, "backbone": c.backbone, "weights": c.weights, "strategy": c.strategy,
+                     "fraction": c.fraction, "seed": c.seed, "top1": m.get("video_top1", m["top1"]),
+                     "mean_class_accuracy": m.get("video_mean_class_accuracy", m["mean_class_accuracy"]),
+                     "train_seconds": seconds, "examples_per_class": counts(c.fraction), "run": c.run})
+    return rows
+
+def _examples_per_class(ws: Workspace, cells: Sequence[Cell]) -> Callable[[float], float]:
+    """fraction → mean over classes of the labelled training videos a fraction keeps
+    (``ceil(n × fraction)``, at least 1, as ``--fraction`` selects them) among the sampled ones."""
+    sampling = next((c.options["sampling"] for c in cells if c.options.get("sampling")), None)
+    cache = ws.clip_cache(sampling)
+    per_class: dict[str, int] = {}
+    for r in ws.manifest_rows("train"):
+        if cache.has(r["id"]):
+            per_class[r["label"]] = per_class.get(r["label"], 0) + 1
+    return lambda f: round(float(np.mean([max(1, math.ceil(n * f)) for n in per_class.values()])), 2) \
+        if per_class else float("nan")
+
+def read_results(ws: Workspace) -> list[dict[str, str]]:
+    return read_csv(ws.benchmark_dir / "results.csv")
+
+def csv_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = dict(r)
+    for k in ("top1", "mean_class_accuracy", "transfer_gain"):
+        if out.get(k) is not None:
+            out[k] = round(float(out[k]), 6)
+    out["train_seconds"] = round(float(out["train_seconds"]), 2)
+    out["fraction"] = f"{out['fraction']:g}"
+    if out.get("transfer_gain") is None:
+        out["transfer_gain"] = ""
+    return out

@@ -1,0 +1,85 @@
+"""Running the grid's cells: one after the other in this process, or up to ``max_parallel`` at once in
+child processes, each running the stage's cell entry point under this process's workspace lock.
+
+Each child gets ``cores / max_parallel`` threads and writes its output to ``benchmark/logs/<run>.log``;
+a child exits when its parent dies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline.benchmark.grid import Cell
+from pipeline.errors import UserError
+from pipeline.progress import echo
+from pipeline.workspace import Workspace
+
+# Runs one cell in this process: (workspace, cell, restart).
+CellRunner = Callable[[Workspace, Cell, bool], None]
+
+
+def run_cells(ws: Workspace, todo: Sequence[tuple[Cell, bool]], *, max_parallel: int, run_cell: CellRunner,
+              child_command: Sequence[str]) -> None:
+    """Run every (cell, restart) of ``todo``: in child processes (``child_command WORKSPACE JSON``) when
+    ``max_parallel`` > 1, else here with ``run_cell``."""
+    if max_parallel > 1 and len(todo) > 1:
+        _run_parallel(ws, todo, max_parallel, child_command)
+        return
+    for i, (cell, restart) in enumerate(todo, start=1):
+        echo(f"benchmark: cell {i}/{len(todo)}: {cell.run}")
+        run_cell(ws, cell, restart)
+
+
+def _run_parallel(ws: Workspace, todo: Sequence[tuple[Cell, bool]], max_parallel: int,
+                  child_command: Sequence[str]) -> None:
+    """Run cells in up to ``max_parallel`` child processes (under this process's lock)."""
+    logs = ws.benchmark_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // max_parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1", "VTL_PROGRESS_INTERVAL": os.environ.get("VTL_PROGRESS_INTERVAL", "60")}
+    queue = list(todo)
+    running: dict[subprocess.Popen, tuple[Cell, Path]] = {}
+    failed: list[str] = []
+    done = 0
+    try:
+        while queue or running:
+            while queue and len(running) < max_parallel and not failed:
+                cell, restart = queue.pop(0)
+                if restart:
+                    ws.run(cell.run).forget_eval()
+                log = logs / f"{cell.run}.log"
+                payload = json.dumps({"config": dataclasses.asdict(cell.train_config()), "restart": restart})
+                with open(log, "w") as f:
+                    proc = subprocess.Popen([*child_command, str(ws.root), payload], stdout=f,
+                                            stderr=subprocess.STDOUT, env=env)
+                running[proc] = (cell, log)
+                echo(f"benchmark: started {cell.run} (pid {proc.pid}, log {log})")
+            if failed:
+                queue.clear()
+            for proc in [p for p in running if p.poll() is not None]:
+                cell, log = running.pop(proc)
+                done += 1
+                if proc.returncode == 0:
+                    echo(f"benchmark: finished {cell.run} ({done}/{len(todo)})")
+                else:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+                    failed.append(f"{cell.run} (exit {proc.returncode}: {tail[0] if tail else 'no output'}; "
+                                  f"see {log})")
+            time.sleep(0.2)
+    finally:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if failed:
+        raise UserError("benchmark: cell(s) failed: " + "; ".join(failed))

@@ -1,0 +1,181 @@
+"""The options of a training run (:class:`TrainConfig`: ``vtl train``, a ``train:`` section of
+``vtl run``, a benchmark cell) and of an evaluation (:class:`EvaluateConfig`), with their defaults
+and help, validated on construction.
+
+Torch is imported only when a config is validated, never by importing this module: the command
+line builds its options from these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from pipeline.choices import AUGMENTATIONS, BACKBONE_TRAINING, STRATEGIES, TEMPORAL_POOLINGS
+from pipeline.data.splits import SPLITS
+from pipeline.errors import UserError
+from pipeline.options import check_choices, option
+
+if TYPE_CHECKING:
+    from pipeline.models.registry import BackboneSpec
+    from pipeline.transfer.strategies import Strategy
+
+# Options that change speed, not results: they may differ when a run is resumed, and are left out
+# of the run config that a resumed run (or a finished benchmark cell) must match.
+SPEED_OPTIONS = ("workers", "amp", "channels_last", "compile")
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = option(help="A name from `vtl backbones`.")
+    strategy: str = option(
+        choices=STRATEGIES,
+        help="scratch (random init: the baseline), linear (frozen backbone, head on cached features), partial "
+             "(freeze up to --freeze-to), finetune (everything), gradual (unfreeze stages from the top).")
+    weights: str | None = option(
+        None, "Weight tag (e.g. imagenet1k, kinetics400), 'none', or a checkpoint path. "
+              "Default: the backbone's first tag (none for scratch).")
+    freeze_to: str | None = option(None, "partial: last frozen stage (e.g. layer2).")
+    temporal: str = option("avg", "How a frame backbone pools over time.", choices=TEMPORAL_POOLINGS)
+    epochs: int = option(10, "Training epochs.")
+    lr: float = option(1e-3, "Head learning rate (peak of the warm-up + cosine).")
+    batch_size: int = option(8, "Clips per batch (per process under torchrun).")
+    weight_decay: float = option(1e-4, "AdamW weight decay.")
+    backbone_lr_mult: float = option(0.1, "Backbone LR = head LR × this.")
+    layer_decay: float | None = option(
+        None, "Instead of --backbone-lr-mult: stage k of K trains at LR × D^(K-k) (e.g. 0.7).")
+    unfreeze_every: int = option(
+        1, "gradual: epochs of head-only training, then between unfreezing each next stage.")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.")
+    dropout: float = option(0.0, "Dropout before the classifier.")
+    fraction: float = option(1.0, "Train on this stratified share of the train split.")
+    seed: int = option(0, "Seed of initialisation, shuffling, augmentation and --fraction.")
+    input_size: int | None = option(None, "Crop size fed to the network (default: the backbone's).")
+    augment: str = option("standard", "standard (crop+flip), crop (no flip: when left/right matters), none.",
+                          choices=AUGMENTATIONS)
+    sampling: str | None = option(None, "Clip-cache key (default: the latest `vtl sample`).")
+    workers: int | None = option(None, "DataLoader worker processes (default: 0 on CPU, a few per GPU).")
+    name: str | None = option(None, "Run name (default: <backbone>-<strategy>).")
+    patience: int | None = option(None, "Stop after this many epochs without a validation gain.")
+    clip_grad: float | None = option(None, "Clip the gradient norm to this value.")
+    warmup: float = option(0.1, "Share of the steps spent warming up the LR (then cosine decay).")
+    amp: bool = option(False, "Mixed precision: bf16 autocast (CPU with native bf16, recent GPUs) or fp16 + "
+                              "loss scaling.")
+    channels_last: bool = option(False, "channels-last memory format (faster convolutions on some hardware).")
+    compile: bool = option(False, "torch.compile the model (slow start, faster steps).")
+    freeze_bn_stats: bool = option(
+        False, "Keep the backbone's pretrained BatchNorm statistics (advised for batches under ~16).")
+    probe_epochs: int = option(
+        20, "partial/finetune/gradual from pretrained weights: first fit the head on cached frozen features "
+            "for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
+    probe_lr: float = option(1e-2, "LR of that head-only phase.")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        self.make_strategy()  # validates the strategy's own options
+        spec = self.spec  # validates the name
+        if not 0.0 < self.fraction <= 1.0:
+            raise UserError(f"--fraction must be in (0, 1], got {self.fraction}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0:
+            raise UserError("--lr must be positive")
+        if not 0.0 <= self.warmup < 1.0:
+            raise UserError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.probe_epochs < 0 or self.probe_lr <= 0:
+            raise UserError("--probe-epochs must be >= 0 and --probe-lr positive")
+        if self.patience is not None and self.patience <= 0:
+            raise UserError("--patience must be positive")
+        if self.strategy == "scratch" and self.weights not in (None, "none"):
+            raise UserError("--strategy scratch trains from random initialisation: drop --weights")
+        if self.input_size is not None:
+            if self.input_size < spec.min_input_size:
+                raise UserError(f"--input-size {self.input_size} is below the smallest input {self.backbone} "
+                                f"accepts ({spec.min_input_size})")
+            if spec.fixed_size and self.input_size != spec.input_size:
+                raise UserError(f"{self.backbone} takes only --input-size {spec.input_size} (fixed position "
+                                "embeddings)")
+
+    @property
+    def spec(self) -> BackboneSpec:
+        from pipeline.models.registry import get_spec
+
+        return get_spec(self.backbone)
+
+    def make_strategy(self) -> Strategy:
+        from pipeline.transfer.strategies import Strategy
+
+        return Strategy(self.strategy, self.freeze_to, self.backbone_lr_mult, layer_decay=self.layer_decay,
+                        unfreeze_every=self.unfreeze_every, freeze_bn_stats=self.freeze_bn_stats)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.backbone}-{self.strategy}"
+
+    @property
+    def size(self) -> int:
+        """The crop size fed to the network."""
+        return self.input_size or self.spec.input_size
+
+    def resolved_weights(self) -> str:
+        if self.strategy == "scratch":
+            return "none"
+        if self.weights:
+            return self.weights
+        spec = self.spec
+        if not spec.weights:
+            raise UserError(f"{self.backbone} has no pretrained weights; pass --weights PATH or use scratch")
+        return next(iter(spec.weights))
+
+    @property
+    def fits_head_first(self) -> bool:
+        """LP-FT: fit the head on frozen features before training the backbone."""
+        return (self.strategy in BACKBONE_TRAINING and self.probe_epochs > 0
+                and self.resolved_weights() != "none")
+
+    def head_phase(self) -> TrainConfig:
+        """The head-only phase of LP-FT: a linear probe with this run's data settings."""
+        return replace(self, strategy="linear", epochs=self.probe_epochs, lr=self.probe_lr, freeze_to=None,
+                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), probe_epochs=0)
+
+    def check_clip_length(self, frames: int) -> None:
+        """A one-line error when the clips' length does not suit the backbone."""
+        spec = self.spec
+        if frames < spec.min_clip_len:
+            raise UserError(f"{self.backbone} needs clips of at least {spec.min_clip_len} frames; these have "
+                            f"{frames} (`vtl sample --frames`)")
+        if spec.fixed_clip_len and frames != spec.clip_len:
+            raise UserError(f"{self.backbone} takes only clips of {spec.clip_len} frames; these have {frames} "
+                            "(`vtl sample --frames`)")
+
+
+@dataclass
+class EvaluateConfig:
+    run: str | None = option(
+        None, "Run name under WORKSPACE/train (default: the latest). Under torchrun write --name: "
+              "torchrun's own parser mistakes --run for its --run-path.", flags=("--run", "--name"))
+    split: str = option("test", "The split to score.", choices=SPLITS)
+    batch_size: int = option(16, "Clips per batch.")
+    views: str | None = option(
+        None, "CLIPSxCROPS test views, e.g. 5x3: the first CLIPS cached clips of each video, each at 1 (centre) "
+              "or 3 spatial crops; softmax averaged per video. Default: all cached clips x 1.")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.batch_size <= 0:
+            raise UserError("--batch-size must be positive")
+        parse_views(self.views)
+
+
+def parse_views(views: str | None) -> tuple[int | None, int]:
+    """``"10x3"`` → (10 clips, 3 crops); None → every cached clip, centre crop."""
+    if views is None:
+        return None, 1
+    try:
+        clips, crops = (int(v) for v in views.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--views must look like CLIPSxCROPS (e.g. 5x3), got {views!r}") from None
+    if clips < 1 or crops not in (1, 3):
+        raise UserError(f"--views {views}: CLIPS must be ≥ 1 and CROPS 1 or 3")
+    return clips, crops

@@ -1,0 +1,118 @@
+"""The files of one run, named in one place: ``train/<run>/`` (written by the trainer) and
+``eval/<run>/`` (written by ``vtl evaluate``). Every other module asks a :class:`RunFolder` for a
+path or a record instead of spelling file names.
+
+``train/<run>/``: ``config.yaml`` (what the results depend on), ``last.pt`` (full state, for
+resuming), ``best.pt`` (best validation epoch, no training state), ``metrics.jsonl`` (one record
+per epoch), ``tensorboard/``, and ``probe/`` for the head-only first phase of LP-FT (a run folder
+of its own). ``eval/<run>/``: ``metrics.json`` (numbers only), ``info.json`` (what was scored),
+``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), and a hidden
+cache of the predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.files import write_json, write_text
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    train_dir: Path
+    eval_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.train_dir.name
+
+    # -- training ------------------------------------------------------------------------------
+    @property
+    def best(self) -> Path:
+        return self.train_dir / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.train_dir / "last.pt"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.train_dir / "tensorboard"
+
+    @property
+    def head_phase(self) -> RunFolder:
+        """LP-FT's first phase: the head fitted on frozen features before fine-tuning."""
+        return RunFolder(self.train_dir / "probe", self.eval_dir / "probe")
+
+    @property
+    def is_trained(self) -> bool:
+        return self.best.is_file()
+
+    def config(self) -> dict[str, Any] | None:
+        path = self.train_dir / "config.yaml"
+        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_text(self.train_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.train_dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        write_text(self.train_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+    def train_seconds(self) -> float:
+        """Training time of the epochs done so far (NaN before the first epoch)."""
+        history = self.history()
+        return float(history[-1]["train_seconds"]) if history else math.nan
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @property
+    def per_class_csv(self) -> Path:
+        return self.eval_dir / "per_class.csv"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.eval_dir / "predictions.csv"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.eval_dir / "confusion.png"
+
+    @property
+    def mistakes_png(self) -> Path:
+        return self.eval_dir / "mistakes.png"
+
+    def predictions_cache(self, key: str) -> Path:
+        """Softmax outputs of one (checkpoint, split, views, videos) evaluation, reused by a re-run."""
+        return self.eval_dir / f".predictions-{key}.npz"
+
+    @property
+    def is_evaluated(self) -> bool:
+        return (self.eval_dir / "metrics.json").is_file()
+
+    def eval_metrics(self) -> dict[str, Any] | None:
+        return _read_json(self.eval_dir / "metrics.json")
+
+    def eval_info(self) -> dict[str, Any] | None:
+        return _read_json(self.eval_dir / "info.json")
+
+    def write_eval(self, metrics: dict[str, Any], info: dict[str, Any]) -> None:
+        """``info.json`` first, ``metrics.json`` last: its presence marks a finished evaluation."""
+        write_json(self.eval_dir / "info.json", info)
+        write_json(self.eval_dir / "metrics.json", metrics)
+
+    def forget_eval(self) -> None:
+        """A retrained run is not evaluated until it is evaluated again."""
+        (self.eval_dir / "metrics.json").unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
