@@ -67,8 +67,10 @@ def _click_option(f: dataclasses.Field, hint: Any) -> Callable[[Callable], Calla
         click_type = click.Path(path_type=Path) if kind is Path else kind
     parse = meta.get("parse")
     callback = (lambda ctx, param, value: parse(value) if value is not None else None) if parse else None
-    return click.option(*flags, f.name, type=click_type, default=None if required else default, required=required,
-                        metavar=meta.get("metavar"), callback=callback, **common)
+    if not required:  # a required option gets no default at all (Click >= 8.3 takes None for a given default)
+        common["default"] = default
+    return click.option(*flags, f.name, type=click_type, required=required, metavar=meta.get("metavar"),
+                        callback=callback, **common)
 
 
 def given_on_command_line(options: dict[str, Any]) -> dict[str, Any]:
