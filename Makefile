@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   create .venv, install vtl, run the embedded demo (no download)"
 	@echo "make test   create .venv, install vtl with test extras, run the test suite"
-	@echo "make lint   ruff over the package, tests and scripts"
+	@echo "make lint   ruff over the package, tests and scripts; the import layers (lint-imports)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/vtl demo
 
-test: $(STAMP)
-	$(BIN)/ruff check pipeline tests scripts
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The layering contracts live in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests scripts
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

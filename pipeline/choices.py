@@ -17,3 +17,6 @@ AUGMENTATIONS = ("standard", "crop", "none")
 
 # The strategy that trains from random initialisation: the baseline every transfer is compared with.
 SCRATCH = STRATEGIES[0]
+
+# Formats of `vtl export` (pipeline.stages.export); the first is the default.
+EXPORT_FORMATS = ("torchscript", "onnx")

@@ -1,6 +1,6 @@
 """The ``vtl`` command line: one thin command per stage; the work lives in ``pipeline.stages``.
 
-Every option of a stage is generated from its config dataclass (:func:`options_from`), so the
+Every option of a stage is generated from its config dataclass (:mod:`pipeline.cli_options`), so the
 command line, ``vtl run`` config files and the Python API share one default, type, help text and
 set of choices per option. This module imports no torch: ``--help`` stays instant, and the worker
 processes ``prepare``/``sample`` spawn (which import it again) stay small.
@@ -11,12 +11,9 @@ Every user error prints one line ``error: …`` on stderr and exits with code 2
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import typing
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,60 +21,18 @@ import click
 
 from pipeline import __version__
 from pipeline.benchmark.config import BenchmarkConfig
+from pipeline.cli_options import given_on_command_line, options_from
+from pipeline.cli_tools import TOOLS
 from pipeline.data.sampling import SamplingConfig
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
-from pipeline.options import default_of, field_names
+from pipeline.options import field_names
 from pipeline.progress import echo, set_quiet
 from pipeline.stages.prepare import PrepareConfig
 from pipeline.stages.sample import SampleConfig
 
 if TYPE_CHECKING:
     from pipeline.sharding import Shard
-
-
-def options_from(cls: type) -> Callable[[Callable], Callable]:
-    """Add one Click option per field of the dataclass ``cls``, in field order, named, typed,
-    defaulted and documented by the field (see :func:`pipeline.options.option`)."""
-    hints = typing.get_type_hints(cls)
-
-    def decorate(command: Callable) -> Callable:
-        for f in reversed(dataclasses.fields(cls)):
-            if f.metadata.get("cli", True):
-                command = _click_option(f, hints[f.name])(command)
-        return command
-
-    return decorate
-
-
-def _click_option(f: dataclasses.Field, hint: Any) -> Callable[[Callable], Callable]:
-    meta = f.metadata
-    flags = meta.get("flags") or (f"--{f.name.replace('_', '-')}",)
-    default = default_of(f)
-    required = default is dataclasses.MISSING
-    kind = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
-    common = {"help": meta.get("help"), "show_default": False if required else meta.get("show_default", True)}
-    if kind is bool:
-        return click.option(*flags, f.name, is_flag=True, default=default, **common)
-    if meta.get("choices"):
-        click_type: Any = click.Choice(meta["choices"])
-    elif meta.get("parse") or kind not in (int, float, str, Path):
-        click_type = click.STRING  # text the field's parse function turns into its value
-    else:
-        click_type = click.Path(path_type=Path) if kind is Path else kind
-    parse = meta.get("parse")
-    callback = (lambda ctx, param, value: parse(value) if value is not None else None) if parse else None
-    if not required:  # a required option gets no default at all (Click >= 8.3 takes None for a given default)
-        common["default"] = default
-    return click.option(*flags, f.name, type=click_type, required=required, metavar=meta.get("metavar"),
-                        callback=callback, **common)
-
-
-def given_on_command_line(options: dict[str, Any]) -> dict[str, Any]:
-    """The options the user wrote, leaving out those at their default."""
-    ctx = click.get_current_context()
-    return {k: v for k, v in options.items()
-            if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
 
 
 WORKSPACE = click.argument("workspace", type=click.Path(file_okay=False, path_type=Path))
@@ -318,141 +273,9 @@ def benchmark(workspace: Path, **options: Any) -> None:
         warn(format_flag(flag))
 
 
-# ----------------------------------------------------------------------------- predict
-
-
-@cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--topk", default=5, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
-def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool) -> None:
-    """Classify videos or images with a trained checkpoint (top-k with probabilities).
-
-    Decodes and samples each input exactly as evaluation does. Example:
-
-    \b
-      vtl predict runs/ucf/train/r3d_18-finetune/best.pt clip.mp4 --topk 3
-    """
-    from pipeline.stages.predict import run_predict
-
-    for result in run_predict(checkpoint, list(inputs), topk):
-        if as_json:
-            click.echo(json.dumps(result))
-        else:
-            click.echo(result["input"])
-            for p in result["top"]:
-                click.echo(f"  {p['probability']:.3f}  {p['class']}")
-
-
-@cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), default="torchscript",
-              show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def export(checkpoint: Path, fmt: str, output: Path) -> None:
-    """Export a trained checkpoint to TorchScript or ONNX (input: normalised (B, C, T, H, W) clip).
-
-    Example:
-
-    \b
-      vtl export runs/ucf/train/r3d_18-finetune/best.pt --format onnx -o r3d_ucf.onnx
-    """
-    from pipeline.stages.export import run_export
-
-    click.echo(str(run_export(checkpoint, fmt, output)))
-
-
-# ----------------------------------------------------------------------------- catalogues
-
-
-@cli.command()
-@click.option("--kind", type=click.Choice(["video", "frame", "image"]), default=None,
-              help="Only this kind (image = frame backbones, which also classify images).")
-def backbones(kind: str | None) -> None:
-    """List the registered backbones, their weight tags and which are on this machine.
-
-    Example: vtl backbones --kind video
-    """
-    from pipeline.models.registry import list_specs
-    from pipeline.models.weights import local_path
-
-    specs = list_specs("frame" if kind == "image" else kind)
-    click.echo(f"{'name':<22}{'kind':<7}{'dim':>6}  {'clip':>4}  {'size':>4}  weights (* = on this machine)")
-    for s in specs:
-        tags = ", ".join(t + ("*" if local_path(w) else "") for t, w in s.weights.items()) or "-"
-        click.echo(f"{s.name:<22}{s.kind:<7}{s.feature_dim:>6}  {s.clip_len:>4}  {s.input_size:>4}  {tags}")
-
-
-@cli.group()
-def weights() -> None:
-    """Pretrained weights: list, fetch (needs internet), import a downloaded file."""
-
-
-@weights.command("list")
-def weights_list() -> None:
-    """Every weight tag, its source dataset and where it is (or should be) on disk."""
-    from pipeline.models.registry import list_specs
-    from pipeline.models.weights import cache_path, local_path
-
-    for s in list_specs():
-        for tag, w in s.weights.items():
-            here = local_path(w)
-            where = str(here) if here else f"missing (expected at {cache_path(w)})"
-            click.echo(f"{s.name}:{tag}\t{w.source}\t{where}")
-
-
-@weights.command("fetch")
-@click.argument("name_tag")
-def weights_fetch(name_tag: str) -> None:
-    """Download NAME[:TAG] into the torch hub cache (checks the hash where published)."""
-    from pipeline.models.weights import fetch
-
-    click.echo(str(fetch(name_tag)))
-
-
-@weights.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--backbone", required=True)
-@click.option("--tag", required=True)
-def weights_import(file: Path, backbone: str, tag: str) -> None:
-    """Copy a weights FILE you downloaded to where vtl looks for BACKBONE:TAG."""
-    from pipeline.models.weights import import_file
-
-    click.echo(str(import_file(file, backbone, tag)))
-
-
-# ----------------------------------------------------------------------------- run, demo
-
-
-@cli.command("run")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-def run_config(config: Path) -> None:
-    """Run the stages in order from one YAML file (see configs/).
-
-    Example: vtl run configs/dogs_efficientnet_lite0.yaml
-    """
-    from pipeline.stages.run import run_file
-
-    run_file(config)
-
-
-@cli.command()
-@click.option("--out", default=Path("demo_out"), show_default=True, type=click.Path(path_type=Path),
-              help="Folder for the synthetic data, workspaces and report.")
-def demo(out: Path) -> None:
-    """The embedded default: transfer vs scratch on synthetic videos, no download.
-
-    Generates a synthetic source and target action dataset, compares scratch,
-    ImageNet efficientnet_lite0 (linear probe and fine-tune) and a video
-    backbone pretrained on the source; then benchmarks a good and a label-shuffled
-    source, flagging the negative transfer. Writes report.md, summary.json and
-    benchmark.json. Under 10 minutes on 2 CPU cores; a re-run reuses what is done.
-    """
-    from pipeline.stages.demo import run_demo
-
-    report = run_demo(out)
-    click.echo(f"report: {report}")
+# The commands around the stages, after them in `vtl --help`.
+for _command in TOOLS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -197,4 +197,4 @@ def test_dog_breeds_finetune_keeps_up_with_the_linear_probe(dogs_linear, shared_
     top1 = {run: json.loads((ws / "eval" / run / "metrics.json").read_text())["top1"]
             for run in ("efficientnet_lite0-linear", "efficientnet_lite0-finetune")}
     assert top1["efficientnet_lite0-finetune"] >= top1["efficientnet_lite0-linear"] - 0.02, top1
-    assert (ws / "train" / "efficientnet_lite0-finetune" / "probe" / "best.pt").is_file()
+    assert (ws / "train" / "efficientnet_lite0-finetune" / "head" / "best.pt").is_file()

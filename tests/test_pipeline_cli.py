@@ -162,16 +162,16 @@ def test_finetune_starts_from_the_linear_probe_head(ws: Path, tmp_path: Path) ->
     ws = Path(shutil.copytree(ws, tmp_path / "ws"))
     features = sorted(p.name for p in (ws / "features").iterdir())
     invoke_vtl("-q", "train", ws, "--backbone", "efficientnet_lite0", "--strategy", "finetune", "--weights",
-               "imagenet1k", "--input-size", "64", "--epochs", "1", "--lr", "1e-12", "--probe-epochs", "4",
+               "imagenet1k", "--input-size", "64", "--epochs", "1", "--lr", "1e-12", "--head-epochs", "4",
                "--batch-size", "4", "--name", "lpft")
     assert sorted(p.name for p in (ws / "features").iterdir()) == features  # no second extraction
     out = ws / "train" / "lpft"
-    probe = torch.load(out / "probe" / "best.pt", weights_only=True)
+    head = torch.load(out / "head" / "best.pt", weights_only=True)
     final = torch.load(out / "best.pt", weights_only=True)
-    assert probe["config"]["strategy"] == "linear" and probe["config"]["epochs"] == 4
+    assert head["config"]["strategy"] == "linear" and head["config"]["epochs"] == 4
     for key in ("head.1.weight", "head.1.bias"):
-        assert probe["model"][key].abs().sum() > 0
-        torch.testing.assert_close(final["model"][key], probe["model"][key], atol=1e-6, rtol=0)
+        assert head["model"][key].abs().sum() > 0
+        torch.testing.assert_close(final["model"][key], head["model"][key], atol=1e-6, rtol=0)
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -65,10 +65,10 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (slow start, faster steps).")
     freeze_bn_stats: bool = option(
         False, "Keep the backbone's pretrained BatchNorm statistics (advised for batches under ~16).")
-    probe_epochs: int = option(
+    head_epochs: int = option(
         20, "partial/finetune/gradual from pretrained weights: first fit the head on cached frozen features "
             "for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
-    probe_lr: float = option(1e-2, "LR of that head-only phase.")
+    head_lr: float = option(1e-2, "LR of that head-only phase.")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -83,8 +83,8 @@ class TrainConfig:
             raise UserError("--lr must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise UserError(f"--warmup must be in [0, 1), got {self.warmup}")
-        if self.probe_epochs < 0 or self.probe_lr <= 0:
-            raise UserError("--probe-epochs must be >= 0 and --probe-lr positive")
+        if self.head_epochs < 0 or self.head_lr <= 0:
+            raise UserError("--head-epochs must be >= 0 and --head-lr positive")
         if self.patience is not None and self.patience <= 0:
             raise UserError("--patience must be positive")
         if self.strategy == "scratch" and self.weights not in (None, "none"):
@@ -131,13 +131,13 @@ class TrainConfig:
     @property
     def fits_head_first(self) -> bool:
         """LP-FT: fit the head on frozen features before training the backbone."""
-        return (self.strategy in BACKBONE_TRAINING and self.probe_epochs > 0
+        return (self.strategy in BACKBONE_TRAINING and self.head_epochs > 0
                 and self.resolved_weights() != "none")
 
     def head_phase(self) -> TrainConfig:
         """The head-only phase of LP-FT: a linear probe with this run's data settings."""
-        return replace(self, strategy="linear", epochs=self.probe_epochs, lr=self.probe_lr, freeze_to=None,
-                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), probe_epochs=0)
+        return replace(self, strategy="linear", epochs=self.head_epochs, lr=self.head_lr, freeze_to=None,
+                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), head_epochs=0)
 
     def check_clip_length(self, frames: int) -> None:
         """A one-line error when the clips' length does not suit the backbone."""

@@ -4,7 +4,7 @@ path or a record instead of spelling file names.
 
 ``train/<run>/``: ``config.yaml`` (what the results depend on), ``last.pt`` (full state, for
 resuming), ``best.pt`` (best validation epoch, no training state), ``metrics.jsonl`` (one record
-per epoch), ``tensorboard/``, and ``probe/`` for the head-only first phase of LP-FT (a run folder
+per epoch), ``tensorboard/``, and ``head/`` for the head-only first phase of LP-FT (a run folder
 of its own). ``eval/<run>/``: ``metrics.json`` (numbers only), ``info.json`` (what was scored),
 ``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), and a hidden
 cache of the predictions.
@@ -48,7 +48,7 @@ class RunFolder:
     @property
     def head_phase(self) -> RunFolder:
         """LP-FT's first phase: the head fitted on frozen features before fine-tuning."""
-        return RunFolder(self.train_dir / "probe", self.eval_dir / "probe")
+        return RunFolder(self.train_dir / "head", self.eval_dir / "head")
 
     @property
     def is_trained(self) -> bool:

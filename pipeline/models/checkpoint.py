@@ -64,10 +64,6 @@ class Checkpoint:
     rng: dict[str, Any] = field(default_factory=dict)
     vtl_version: str = __version__
 
-    @property
-    def has_training_state(self) -> bool:
-        return bool(self.optimizer)
-
     def without_training_state(self) -> Checkpoint:
         return dataclasses.replace(self, optimizer={}, scheduler={}, scaler={}, rng={})
 

@@ -26,11 +26,6 @@ from torch import nn
 
 from pipeline.errors import UserError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
-
 KINDS = ("video", "frame")
 
 # torchvision (and torch.hub) name weight files ``<name>-<first hex digits of the sha256>.<ext>``.

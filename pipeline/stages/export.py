@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 
+from pipeline.choices import EXPORT_FORMATS
 from pipeline.errors import UserError
 from pipeline.files import replaced_on_success
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import load_classifier
-
-FORMATS = ("torchscript", "onnx")
 
 
 def example_input(ckpt: Checkpoint, batch: int = 1) -> torch.Tensor:
@@ -27,8 +26,8 @@ def example_input(ckpt: Checkpoint, batch: int = 1) -> torch.Tensor:
 
 
 def run_export(checkpoint: Path, fmt: str, out: Path) -> Path:
-    if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     model, ckpt = load_classifier(checkpoint)
     model.eval()
     x = example_input(ckpt)

@@ -64,10 +64,6 @@ class Strategy:
         """True when the whole backbone is frozen: features can be computed once and cached."""
         return self.name == "linear"
 
-    @property
-    def needs_pretrained(self) -> bool:
-        return self.name != "scratch"
-
     # ------------------------------------------------------------------ which stages train
 
     @staticmethod
