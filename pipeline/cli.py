@@ -271,6 +271,8 @@ def benchmark(workspace: Path, **options: Any) -> None:
                f"{r['cells']} cells ({r['ran']} run now); report: {r['report']}")
     for flag in r["flags"]:
         warn(format_flag(flag))
+    for cell in r["failed_cells"]:
+        warn(f"failed cell {cell['run']}: {cell['error']}")
 
 
 # The commands around the stages, after them in `vtl --help`.

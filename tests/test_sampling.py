@@ -127,7 +127,7 @@ def test_dense_rejects_a_non_positive_step() -> None:
 
 
 def test_sampling_config_validates() -> None:
-    with pytest.raises(UserError, match="unknown sampling"):
+    with pytest.raises(UserError, match="unknown --sampling .bogus."):
         SamplingConfig(sampling="bogus")
     for name in ("frames", "stride", "short_side", "clips_per_video"):
         with pytest.raises(UserError, match=f"--{name.replace('_', '-')} must be positive"):

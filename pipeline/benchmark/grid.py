@@ -48,8 +48,10 @@ class Cell:
                            weights=None if self.strategy == SCRATCH else self.weights,
                            fraction=self.fraction, seed=self.seed, name=self.run, **self.options)
 
+
 def source_options(sf: SourcesFile, source: Source, strategy: str) -> dict[str, Any]:
     return {**sf.train, **sf.per_strategy.get(strategy, {}), **source.train, **source.per_strategy.get(strategy, {})}
+
 
 def scratch_options(sf: SourcesFile, backbone: str) -> dict[str, Any]:
     opts = {**sf.train, **sf.per_strategy.get(SCRATCH, {})}
@@ -67,6 +69,7 @@ def scratch_options(sf: SourcesFile, backbone: str) -> dict[str, Any]:
                             f"train different scratch baselines ({', '.join(diff)}): give them the same "
                             f"{', '.join(INPUT_KEYS)} and train.scratch settings")
     return chosen if chosen is not None else opts
+
 
 def plan(sf: SourcesFile, strategies: Sequence[str], fractions: Sequence[float], seeds: int) -> list[Cell]:
     """Every cell of the grid, the scratch baselines last; validates every cell's settings."""
@@ -93,6 +96,7 @@ def plan(sf: SourcesFile, strategies: Sequence[str], fractions: Sequence[float],
             raise UserError(f"{sf.path}: {e}") from None
     return cells
 
+
 def _expected_config(ws: Workspace, cell: Cell) -> dict[str, Any]:
     """The settings a cell's recorded run config must hold to count as this cell."""
     cfg = cell.train_config()
@@ -104,12 +108,14 @@ def _expected_config(ws: Workspace, cell: Cell) -> dict[str, Any]:
     d["input_size"] = cfg.size
     return d
 
+
 def _stale(ws: Workspace, cell: Cell) -> list[str]:
     """Settings in which the cell's recorded run differs from the grid's (empty: same or none)."""
     recorded = ws.run(cell.run).config()
     if recorded is None:
         return []
     return sorted(k for k, v in _expected_config(ws, cell).items() if recorded.get(k, v) != v)
+
 
 def cells_to_run(ws: Workspace, cells: Sequence[Cell], *, force: bool) -> list[tuple[Cell, bool]]:
     """(cell, restart) of every cell without results for its current settings."""

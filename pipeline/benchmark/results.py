@@ -16,24 +16,29 @@ from pipeline.files import read_csv
 from pipeline.workspace import Workspace
 
 RESULT_COLUMNS = ("source", "backbone", "weights", "strategy", "fraction", "seed", "top1", "mean_class_accuracy",
-                  "train_seconds", "transfer_gain", "examples_per_class", "run")
+                  "train_seconds", "transfer_gain", "examples_per_class", "run", "status", "error")
+OK, FAILED = "ok", "failed"  # a row's status
 
 
 def collect_results(ws: Workspace, cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """One row per cell from its run's evaluation metrics and training history."""
+    """One row per cell from its run's evaluation metrics and training history; a failed cell's row
+    has ``status`` failed, the ``error`` and no scores."""
     counts = _examples_per_class(ws, cells)
     rows = []
     for c in cells:
         run = ws.run(c.run)
-        m = run.eval_metrics()
-        if m is None:
+        m, error = run.eval_metrics(), run.failure()
+        if m is None and error is None:
             raise UserError(f"benchmark: cell {c.run} has no evaluation in {run.eval_dir}; run the benchmark again")
-        seconds = run.train_seconds()
+        scores = {"top1": None, "mean_class_accuracy": None} if m is None else {
+            "top1": m.get("video_top1", m["top1"]),
+            "mean_class_accuracy": m.get("video_mean_class_accuracy", m["mean_class_accuracy"])}
         rows.append({"source": c.source, "backbone": c.backbone, "weights": c.weights, "strategy": c.strategy,
-                     "fraction": c.fraction, "seed": c.seed, "top1": m.get("video_top1", m["top1"]),
-                     "mean_class_accuracy": m.get("video_mean_class_accuracy", m["mean_class_accuracy"]),
-                     "train_seconds": seconds, "examples_per_class": counts(c.fraction), "run": c.run})
+                     "fraction": c.fraction, "seed": c.seed, **scores, "train_seconds": run.train_seconds(),
+                     "examples_per_class": counts(c.fraction), "run": c.run,
+                     "status": OK if m is not None else FAILED, "error": error or ""})
     return rows
+
 
 def _examples_per_class(ws: Workspace, cells: Sequence[Cell]) -> Callable[[float], float]:
     """fraction → mean over classes of the labelled training videos a fraction keeps
@@ -47,8 +52,10 @@ def _examples_per_class(ws: Workspace, cells: Sequence[Cell]) -> Callable[[float
     return lambda f: round(float(np.mean([max(1, math.ceil(n * f)) for n in per_class.values()])), 2) \
         if per_class else float("nan")
 
+
 def read_results(ws: Workspace) -> list[dict[str, str]]:
     return read_csv(ws.benchmark_dir / "results.csv")
+
 
 def csv_row(r: dict[str, Any]) -> dict[str, Any]:
     out = dict(r)
@@ -57,6 +64,7 @@ def csv_row(r: dict[str, Any]) -> dict[str, Any]:
             out[k] = round(float(out[k]), 6)
     out["train_seconds"] = round(float(out["train_seconds"]), 2)
     out["fraction"] = f"{out['fraction']:g}"
-    if out.get("transfer_gain") is None:
-        out["transfer_gain"] = ""
+    for k in ("top1", "mean_class_accuracy", "transfer_gain"):
+        if out.get(k) is None:
+            out[k] = ""
     return out

@@ -1,8 +1,11 @@
 """Running the grid's cells: one after the other in this process, or up to ``max_parallel`` at once in
 child processes, each running the stage's cell entry point under this process's workspace lock.
 
-Each child gets ``cores / max_parallel`` threads and writes its output to ``benchmark/logs/<run>.log``;
-a child exits when its parent dies.
+A failed cell never stops the grid: the cell records why in its run folder
+(:meth:`~pipeline.engine.run_folder.RunFolder.record_failure`) and the others go on. A child that
+dies without recording anything (killed, crashed) is recorded here with the end of its log.
+Each child gets ``cores / max_parallel`` threads and writes its output to
+``benchmark/logs/<run>.log``; a child exits when its parent dies.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.benchmark.grid import Cell
-from pipeline.errors import UserError
 from pipeline.progress import echo
 from pipeline.workspace import Workspace
 
@@ -46,12 +48,12 @@ def _run_parallel(ws: Workspace, todo: Sequence[tuple[Cell, bool]], max_parallel
            "PYTHONUNBUFFERED": "1", "VTL_PROGRESS_INTERVAL": os.environ.get("VTL_PROGRESS_INTERVAL", "60")}
     queue = list(todo)
     running: dict[subprocess.Popen, tuple[Cell, Path]] = {}
-    failed: list[str] = []
     done = 0
     try:
         while queue or running:
-            while queue and len(running) < max_parallel and not failed:
+            while queue and len(running) < max_parallel:
                 cell, restart = queue.pop(0)
+                ws.run(cell.run).forget_failure()
                 if restart:
                     ws.run(cell.run).forget_eval()
                 log = logs / f"{cell.run}.log"
@@ -61,17 +63,15 @@ def _run_parallel(ws: Workspace, todo: Sequence[tuple[Cell, bool]], max_parallel
                                             stderr=subprocess.STDOUT, env=env)
                 running[proc] = (cell, log)
                 echo(f"benchmark: started {cell.run} (pid {proc.pid}, log {log})")
-            if failed:
-                queue.clear()
             for proc in [p for p in running if p.poll() is not None]:
                 cell, log = running.pop(proc)
                 done += 1
-                if proc.returncode == 0:
-                    echo(f"benchmark: finished {cell.run} ({done}/{len(todo)})")
-                else:
+                run = ws.run(cell.run)
+                if proc.returncode != 0 and run.failure() is None:
                     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-                    failed.append(f"{cell.run} (exit {proc.returncode}: {tail[0] if tail else 'no output'}; "
-                                  f"see {log})")
+                    run.record_failure(f"exit {proc.returncode}: {tail[0] if tail else 'no output'} (see {log})")
+                status = "finished" if run.failure() is None else f"FAILED ({run.failure()})"
+                echo(f"benchmark: {status} {cell.run} ({done}/{len(todo)})")
             time.sleep(0.2)
     finally:
         for proc in running:
@@ -81,5 +81,3 @@ def _run_parallel(ws: Workspace, todo: Sequence[tuple[Cell, bool]], max_parallel
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    if failed:
-        raise UserError("benchmark: cell(s) failed: " + "; ".join(failed))

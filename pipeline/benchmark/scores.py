@@ -56,6 +56,7 @@ def compute_transferability(ws: Workspace, sf: SourcesFile, *, need_eval_feature
              + ("n/a" if r["leep"] is None else f"{r['leep']:.4f}"))
     return rows
 
+
 def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
                   need_eval_features: bool) -> dict[str, Any]:
     # The input settings of the source's linear cells: the features they would train on.
@@ -113,8 +114,10 @@ def _logme(s: Source, feats: np.ndarray, labels: np.ndarray) -> float | None:
         warn(f"benchmark: LogME of source {s.name!r} is n/a ({type(e).__name__}: {e})")
         return None
 
+
 def _per_video(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.stack([values[offsets[i]:offsets[i + 1]].mean(axis=0) for i in range(len(offsets) - 1)])
+
 
 def _leep(s: Source, feats: np.ndarray, offsets: np.ndarray, labels: np.ndarray, temporal: str) -> float | None:
     """LEEP from the source checkpoint's own head on the features; None for a registry tag."""

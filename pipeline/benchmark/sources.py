@@ -47,6 +47,7 @@ class Source:
     train: dict[str, Any] = field(default_factory=dict)  # flat overrides
     per_strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+
 @dataclass
 class SourcesFile:
     path: Path
@@ -57,9 +58,11 @@ class SourcesFile:
     fractions: tuple[float, ...] | None = None
     seeds: int | None = None
 
+
 def train_keys() -> tuple[str, ...]:
     """The `vtl train` options a sources file may set: TrainConfig's fields but the grid's."""
     return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in GRID_KEYS)
+
 
 def _split_train(section: Any, where: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A ``train:`` mapping → (flat options, {strategy: options})."""
@@ -82,6 +85,7 @@ def _split_train(section: Any, where: str) -> tuple[dict[str, Any], dict[str, di
         else:
             flat[k] = v
     return flat, per
+
 
 def load_sources(path: Path) -> SourcesFile:
     """Read and validate a sources file; relative weight paths are relative to the file."""
@@ -118,6 +122,7 @@ def load_sources(path: Path) -> SourcesFile:
                        fractions=parse_fractions(data["fractions"], str(path)) if "fractions" in data else None,
                        seeds=_seeds(data["seeds"], str(path)) if "seeds" in data else None)
 
+
 def _weights_value(backbone: str, weights: str, base: Path) -> str:
     """A tag stays a tag; anything else is a path, made absolute relative to the sources file."""
     from pipeline.models.registry import get_spec
@@ -129,6 +134,7 @@ def _weights_value(backbone: str, weights: str, base: Path) -> str:
     if not looks_like_path:
         return weights  # an unknown tag: `resolve` says which tags exist
     return str(p if p.is_absolute() else (base / p).resolve())
+
 
 def check_weights(sf: SourcesFile) -> None:
     """Every source's weights must be on this machine before anything trains."""
@@ -144,12 +150,14 @@ def check_weights(sf: SourcesFile) -> None:
     if problems:
         raise UserError(f"{sf.path}: " + "; ".join(problems))
 
+
 def _listish(value: Any) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value]
     return [str(value)]
+
 
 def parse_strategies(value: Any, where: str = "--strategies") -> tuple[str, ...]:
     names = _listish(value)
@@ -161,6 +169,7 @@ def parse_strategies(value: Any, where: str = "--strategies") -> tuple[str, ...]
     if not names:
         raise UserError(f"{where}: no strategy given")
     return tuple(dict.fromkeys(names))
+
 
 def parse_fractions(value: Any, where: str = "--fractions") -> tuple[float, ...]:
     out = []
@@ -175,6 +184,7 @@ def parse_fractions(value: Any, where: str = "--fractions") -> tuple[float, ...]
     if not out:
         raise UserError(f"{where}: no fraction given")
     return tuple(sorted(set(out)))
+
 
 def _seeds(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

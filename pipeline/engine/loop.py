@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pipeline.errors import UserError
 from pipeline.progress import bar
 
 
@@ -38,11 +39,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     progress = bar(loader, desc=desc, unit="batch")
-    for inputs, labels, _ in progress:
+    for step, (inputs, labels, _) in enumerate(progress, start=1):
         inputs, labels = _to(inputs, device, memory_format), labels.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(inputs)
             loss = criterion(logits.float(), labels)
+        if scaler is None and not torch.isfinite(loss):
+            # Without fp16 loss scaling (which skips such steps itself) this step would turn every
+            # weight into NaN: stop the run here; last.pt still holds the previous epoch.
+            raise UserError(f"training diverged: the loss is {loss.item()} in {desc} (batch {step}); lower --lr or "
+                            "set --clip-grad")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -6,8 +6,8 @@ path or a record instead of spelling file names.
 resuming), ``best.pt`` (best validation epoch, no training state), ``metrics.jsonl`` (one record
 per epoch), ``tensorboard/``, and ``head/`` for the head-only first phase of LP-FT (a run folder
 of its own). ``eval/<run>/``: ``metrics.json`` (numbers only), ``info.json`` (what was scored),
-``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), and a hidden
-cache of the predictions.
+``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), a hidden
+cache of the predictions, and ``failed.json`` when a benchmark cell failed (why).
 """
 
 from __future__ import annotations
@@ -112,6 +112,18 @@ class RunFolder:
     def forget_eval(self) -> None:
         """A retrained run is not evaluated until it is evaluated again."""
         (self.eval_dir / "metrics.json").unlink(missing_ok=True)
+
+    # -- failures (of a benchmark cell: the grid goes on without it) ----------------------------
+    def record_failure(self, error: str) -> None:
+        write_json(self.eval_dir / "failed.json", {"error": error})
+
+    def failure(self) -> str | None:
+        """Why the last attempt at this run failed; None if it did not (or was never tried)."""
+        record = _read_json(self.eval_dir / "failed.json")
+        return None if record is None else str(record["error"])
+
+    def forget_failure(self) -> None:
+        (self.eval_dir / "failed.json").unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -56,10 +56,11 @@ def add_transfer_gains(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Set ``transfer_gain`` on every row: top-1 − scratch top-1 of the same backbone, fraction
     and seed (0 for scratch rows, ``None`` when that scratch cell is missing)."""
     rows = list(rows)
-    scratch = {(*_key(r), int(r["seed"])): float(r["top1"]) for r in rows if r["strategy"] == SCRATCH}
+    scratch = {(*_key(r), int(r["seed"])): float(r["top1"]) for r in rows
+               if r["strategy"] == SCRATCH and not _missing(r["top1"])}
     for r in rows:
         base = scratch.get((*_key(r), int(r["seed"])))
-        r["transfer_gain"] = None if base is None else float(r["top1"]) - base
+        r["transfer_gain"] = None if base is None or _missing(r["top1"]) else float(r["top1"]) - base
     return rows
 
 
@@ -189,10 +190,13 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
                  *, workspace_name: str, num_test_videos: int | None = None) -> dict[str, Any]:
     """Write ``report.md``, ``learning_curve.png`` and ``best_strategy.png`` into ``out``.
 
-    ``rows``: the results (with ``transfer_gain`` and ``examples_per_class``);
+    ``rows``: the results (with ``transfer_gain`` and ``examples_per_class``); rows whose ``status``
+    is ``failed`` (with their ``error``) are listed, and left out of every number;
     ``transferability``: one dict per source with ``source``, ``logme``, ``leep`` (None = n/a).
-    Returns the ranking, the flags and the tau values.
+    Returns the ranking, the flags, the tau values and the failed cells.
     """
+    failed = [r for r in rows if r.get("status") == "failed"]
+    rows = [r for r in rows if r.get("status") != "failed"]
     stats = aggregate(rows)
     flags = negative_transfer(rows)
     flagged = {(f["source"], f["strategy"], f["fraction"]) for f in flags}
@@ -240,6 +244,8 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
         tau_lines.append(f"- Kendall's tau between the {label} ranking and the measured ranking: "
                          + (f"**{tau:+.2f}** over {n} sources" if tau is not None else
                             f"n/a ({n} source(s) with a score; needs 2 or more, not all tied)"))
+    failures = ("\n".join(f"- `{r['run']}`: {r['error']}" for r in failed) if failed else
+                "- none: every cell finished.")
     if flags:
         neg = "\n".join(f"- **{NEGATIVE}**: {format_flag(f).split(': ', 1)[1]}" for f in flags)
     else:
@@ -250,7 +256,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
              f"{1 / num_test_videos:.3f}." if num_test_videos else "")
     text = f"""# Benchmark of transfer sources on {workspace_name}
 
-{len(rows)} cells: {len(ranking)} source(s) × {len(strategies)} strategy(ies) ({", ".join(strategies)})
+{len(rows) + len(failed)} cells: {len(ranking)} source(s) × {len(strategies)} strategy(ies) ({", ".join(strategies)})
 × {len({float(r['fraction']) for r in rows})} label fraction(s) × {len(seeds)} seed(s), plus the scratch baseline
 of each backbone. Top-1 and mean class accuracy are video-level on the test split; ± is the standard
 deviation over seeds.{small} How to read this report: docs/benchmark.md.
@@ -287,11 +293,19 @@ fraction) by more than the seed spread, max(std over seeds of either, {MIN_SPREA
 
 ![learning curves](learning_curve.png)
 
+## Failed cells
+
+A cell that fails (bad checkpoint, diverged loss, out of memory, ...) ends alone; the grid goes on
+and its numbers above leave the cell out. Re-running the benchmark retries it.
+
+{failures}
+
 Every cell (with its mean class accuracy and training time) is in `results.csv`; the transferability
 scores are in `transferability.csv`; each cell's run is `train/<run>/` and `eval/<run>/`.
 """
     write_text(out / "report.md", text)
-    return {"ranking": ranking, "flags": flags, "tau": taus, "report": out / "report.md"}
+    return {"ranking": ranking, "flags": flags, "tau": taus, "report": out / "report.md",
+            "failed_cells": [{"run": r["run"], "error": r["error"]} for r in failed]}
 
 
 def _fmt_signed(x: float) -> str:

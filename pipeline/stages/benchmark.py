@@ -33,14 +33,14 @@ from typing import Any
 
 from pipeline.benchmark.config import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, BenchmarkConfig
 from pipeline.benchmark.grid import Cell, cells_to_run, plan
-from pipeline.benchmark.results import RESULT_COLUMNS, collect_results, csv_row
+from pipeline.benchmark.results import FAILED, RESULT_COLUMNS, collect_results, csv_row
 from pipeline.benchmark.runner import run_cells
 from pipeline.benchmark.scores import TRANSFER_COLUMNS, compute_transferability
 from pipeline.benchmark.sources import check_weights, load_sources
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.files import write_csv
-from pipeline.progress import echo
+from pipeline.progress import echo, warn
 from pipeline.report.benchmark import add_transfer_gains, write_report
 from pipeline.sharding import Shard
 from pipeline.stages.evaluate import run_evaluate
@@ -77,6 +77,10 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
         run_cells(ws, todo, max_parallel=cfg.max_parallel, run_cell=run_cell, child_command=CHILD_COMMAND)
         rows = add_transfer_gains(collect_results(ws, cells))
         write_csv(out / "results.csv", RESULT_COLUMNS, [csv_row(r) for r in rows])
+        failed = [r for r in rows if r["status"] == FAILED]
+        if len(failed) == len(rows):
+            raise UserError(f"benchmark: no cell finished (first failure, {failed[0]['run']}: {failed[0]['error']}); "
+                            f"see {out / 'results.csv'}")
         summary = write_report(out, rows, scores, workspace_name=ws.root.name,
                                num_test_videos=len(ws.manifest_rows("test")))
     return {**summary, "results": out / "results.csv", "transferability": out / "transferability.csv",
@@ -88,11 +92,22 @@ def run_cell(ws: Workspace, cell: Cell, restart: bool) -> None:
     _train_and_evaluate(ws, cell.train_config(), restart)
 
 
-def _train_and_evaluate(ws: Workspace, cfg: TrainConfig, restart: bool) -> None:
+def _train_and_evaluate(ws: Workspace, cfg: TrainConfig, restart: bool) -> bool:
+    """Train and evaluate one cell; a failure (bad input or checkpoint, a diverged loss, out of
+    memory, ...) is recorded in its run folder and ends only this cell. True when it finished."""
+    run = ws.run(cfg.run_name)
+    run.forget_failure()
     if restart:
-        ws.run(cfg.run_name).forget_eval()  # a retrained cell is not done until it is evaluated again
-    run_train(ws, cfg, restart=restart)
-    run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test"))
+        run.forget_eval()  # a retrained cell is not done until it is evaluated again
+    try:
+        run_train(ws, cfg, restart=restart)
+        run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test"))
+    except Exception as e:  # noqa: BLE001 - any failure of one cell is that cell's, never the grid's
+        reason = " ".join(str(e).split()) or type(e).__name__
+        run.record_failure(reason if isinstance(e, UserError) else f"{type(e).__name__}: {reason}")
+        warn(f"benchmark: cell {cfg.run_name} failed: {run.failure()}")
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- child process
@@ -128,12 +143,11 @@ def _cell_main(argv: list[str]) -> int:
     _exit_with_parent()
     payload = json.loads(argv[2])
     try:
-        _train_and_evaluate(_CoordinatedWorkspace(argv[1]), TrainConfig(**payload["config"]),
-                            bool(payload.get("restart")))
+        cfg = TrainConfig(**payload["config"])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    return 0
+    return 0 if _train_and_evaluate(_CoordinatedWorkspace(argv[1]), cfg, bool(payload.get("restart"))) else 1
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ sources:
                                                       seeds=plan.bench_seeds))
     scratch: dict[str, list[float]] = {}
     for r in read_results(target_ws):
-        if r["strategy"] == "scratch":
+        if r["strategy"] == "scratch" and r["status"] == "ok":
             scratch.setdefault(r["backbone"], []).append(float(r["top1"]))
     ranking = [{**e, "scratch": sum(scratch[e["backbone"]]) / len(scratch[e["backbone"]])}
                for e in result["ranking"]]
