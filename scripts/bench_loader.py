@@ -166,6 +166,31 @@ def copy_ceiling(batch: int, frames: int, size: int, rounds: int = 5, copies: in
     return {p: batch * copies / statistics.median(t) for p, t in times.items()}
 
 
+def per_clip_costs(cache: ClipCache, ids: list[str], *, size: int, mean, std, batch: int,
+                   repeats: int = 20) -> dict[str, dict[str, float]]:
+    """Milliseconds per clip, one thread, of a worker's two jobs on each path: the transform
+    (``build_transform(train=True)`` with and without the float conversion) and collating a batch."""
+    from torch.utils.data import default_collate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    clips = [np.array(cache.read(i)[0]) for i in (ids * batch)[:batch]]
+    out: dict[str, dict[str, float]] = {}
+    for path in PATHS:
+        transform = build_transform(size, mean, std, train=True, normalize=path == "float32")
+        items = [transform(c) for c in clips]  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            items = [transform(c) for c in clips]
+        tf = (time.perf_counter() - t0) / (repeats * batch)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            default_collate(items)
+        out[path] = {"transform_ms": 1e3 * tf, "collate_ms": 1e3 * (time.perf_counter() - t0) / (repeats * batch)}
+    torch.set_num_threads(threads)
+    return out
+
+
 def assumed_gpu_rate(backbone: str, frames: int, size: int, util: float, peak_tflops: float) -> dict:
     """Training clips/s a GPU of ``peak_tflops`` sustains at ``util`` of it, from FLOPs per clip."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -233,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         shape = "×".join(str(s) for s in cache.read(ids[0]).shape[1:])
         rows = measure(cache, ids, labels, workers=workers, size=args.size, mean=spec.mean, std=spec.std,
                        batch=args.batch, batches=args.batches, repeats=args.repeats, to_device=dev)
+        costs = per_clip_costs(cache, ids, size=args.size, mean=spec.mean, std=spec.std, batch=args.batch)
     frames = int(shape.split("×")[0])
     ceiling = copy_ceiling(args.batch, frames, args.size)
     estimate = assumed_gpu_rate(args.backbone, frames, args.size, args.util, args.peak_tflops)
@@ -245,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown(rows, batch=args.batch, shape=f"cached {shape} → {frames}×{args.size}×{args.size}",
                    to_device=dev is not None))
     print()
+    print("per clip, one thread: " + "; ".join(f"{p} transform {c['transform_ms']:.2f} ms + collate "
+                                                 f"{c['collate_ms']:.2f} ms" for p, c in costs.items()))
     print(f"one-thread batch copy (the pin thread's work, minus page locking): float32 {ceiling['float32']:.0f} "
           f"clips/s, uint8 {ceiling['uint8']:.0f} clips/s")
     print()
@@ -255,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     source = "given" if args.gpu_rate else "estimated"
     for path in PATHS:
         print(f"workers to feed {gpu_rate:.4g} clips/s ({source}), {path}: {workers_needed(rows, gpu_rate, path)}")
-    result = {"rows": rows, "copy_ceiling": ceiling, "estimate": estimate, "gpu_rate": gpu_rate,
+    result = {"rows": rows, "copy_ceiling": ceiling, "per_clip_ms": costs, "estimate": estimate, "gpu_rate": gpu_rate,
               "gpu_rate_source": source, "batch": args.batch, "cached_shape": shape, "size": args.size,
               "to_device": str(dev) if dev else None, "pinned": torch.cuda.is_available(),
               "workers_needed": {path: workers_needed(rows, gpu_rate, path) for path in PATHS}}
