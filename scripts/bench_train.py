@@ -45,10 +45,13 @@ def clip_shape(backbone: str, frames: int | None, size: int | None) -> tuple[int
 
 def compare(backbone: str, speeds: dict[str, Speed], *, batch: int, frames: int | None = None,
             size: int | None = None, repeats: int = 5, warmup: int = 2,
-            device: torch.device | str = "cpu") -> dict:
+            device: torch.device | str = "cpu", cudnn_benchmark: dict[str, bool] | None = None) -> dict:
     """Training clips/s of ``backbone`` under each of ``speeds``, steps interleaved, median of
-    ``repeats`` after ``warmup`` (oneDNN/cuDNN pick and cache their kernels in the first steps)."""
+    ``repeats`` after ``warmup`` (oneDNN/cuDNN pick and cache their kernels in the first steps).
+    ``cudnn_benchmark`` turns cuDNN's autotuner on for the variants it names (vtl train leaves
+    it off, torch's default), set before each of their steps."""
     device = torch.device(device)
+    benchmark = torch.backends.cudnn.benchmark
     frames, size = clip_shape(backbone, frames, size)
     clips = torch.randn(batch, 3, frames, size, size, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
@@ -61,10 +64,12 @@ def compare(backbone: str, speeds: dict[str, Speed], *, batch: int, frames: int 
         model.to(device).train()
         runs[label] = (model, speed, torch.optim.AdamW(model.parameters(), lr=1e-4), [])
     for i in range(warmup + repeats):
-        for model, speed, opt, times in runs.values():
+        for label, (model, speed, opt, times) in runs.items():
+            torch.backends.cudnn.benchmark = (cudnn_benchmark or {}).get(label, benchmark)
             t = step_time(model, speed, clips, labels, opt)
             if i >= warmup:
                 times.append(t)
+    torch.backends.cudnn.benchmark = benchmark
     rates = {label: batch / statistics.median(r[3]) for label, r in runs.items()}
     return {"backbone": backbone, "shape": f"{batch}×3×{frames}×{size}×{size}", "clips_per_s": rates}
 
