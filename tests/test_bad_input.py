@@ -192,7 +192,8 @@ def test_unreadable_workspace_info(tiny_dataset: Path, tmp_path: Path) -> None:
     (("--backbone", "r3d_18", "--strategy", "scratch", "--weights", "kinetics400"), ("drop --weights",)),
     (("--backbone", "r3d_18", "--strategy", "finetune", "--epochs", "0"), ("--epochs must be positive",)),
     (("--backbone", "r3d_18", "--strategy", "finetune", "--fraction", "0"), ("--fraction must be in (0, 1]",)),
-    (("--backbone", "efficientnet_lite0", "--strategy", "linear", "--temporal", "lstm"), ("Invalid value for '--temporal'",)),
+    (("--backbone", "efficientnet_lite0", "--strategy", "linear", "--temporal", "lstm"),
+     ("Invalid value for '--temporal'",)),
     (("--backbone", "efficientnet_lite0", "--strategy", "linear", "--sampling", "nope"), ("no clip cache 'nope'",)),
     (("--strategy", "linear"), ("Missing option '--backbone'",)),
 ])

@@ -2,8 +2,11 @@
 
 ``torchrun --nproc_per_node N -m pipeline train …`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous variables; :func:`setup` reads them and picks
-``nccl`` on GPUs, ``gloo`` on CPUs. Without them everything here is a no-op, so
-the same code runs on one process.
+``nccl`` on GPUs, ``gloo`` on CPUs. Under torchrun the process group is joined even
+with one process (as torchvision's references do), so ``--nproc_per_node 1`` runs
+the DDP code path of N processes: the way to check ``nccl`` and DDP on one GPU.
+Without those variables (a plain ``vtl train``) everything here is a no-op, so the
+same code runs on one process.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.progress import echo
+
 
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # in a process group (always, under torchrun)
 
     @property
     def is_main(self) -> bool:
@@ -29,13 +35,19 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """DDP, distributed sampling and collectives are on."""
+        return self.joined or self.world_size > 1
 
 
 def setup() -> DistInfo:
-    """Join the process group torchrun described (once per process)."""
+    """Join the process group torchrun described (once per process).
+
+    torchrun always sets ``MASTER_ADDR``: requiring it with ``RANK`` keeps a shell that merely
+    exports ``RANK=0 WORLD_SIZE=1`` (e.g. for sharding ``prepare``) a plain single process.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
+    if world <= 1 and not launched:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -43,7 +55,8 @@ def setup() -> DistInfo:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
-    return DistInfo(rank, world, local)
+        echo(f"distributed: {world} process(es), backend {dist.get_backend()}")
+    return DistInfo(rank, world, local, joined=True)
 
 
 def device(info: DistInfo) -> torch.device:

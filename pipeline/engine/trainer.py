@@ -105,7 +105,7 @@ def fit(run: RunFolder, model: Classifier, trained: nn.Module, loaders: dict[str
                                desc=f"epoch {epoch + 1}/{cfg.epochs}", clip_grad=cfg.clip_grad, amp=speed.amp,
                                scaler=scaler, memory_format=speed.memory_format)
         seconds += sums["seconds"]
-        stats = _reduce(info, sums)
+        stats = _reduce(info, sums, dev)
         val = _validate(net, val_loader, dev, len(run_config["classes"]), info, speed)
         record = {"epoch": epoch + 1, **stats, "val_top1": val["video_top1"],
                   "val_mean_class_accuracy": val["video_mean_class_accuracy"],
@@ -175,12 +175,13 @@ def _distributed(loader: DataLoader, info: DistInfo, *, shuffle: bool, seed: int
                       pin_memory=loader.pin_memory)
 
 
-def _reduce(info: DistInfo, sums: dict[str, float]) -> dict[str, float]:
+def _reduce(info: DistInfo, sums: dict[str, float], dev: torch.device) -> dict[str, float]:
     seen = sums["seen"]
     if info.enabled:
-        t = torch.tensor([sums["seen"], sums["loss_sum"], sums["correct"]], dtype=torch.float64)
+        # On the training device: nccl reduces CUDA tensors only (a CPU tensor raises there).
+        t = torch.tensor([sums["seen"], sums["loss_sum"], sums["correct"]], dtype=torch.float64, device=dev)
         torch.distributed.all_reduce(t)
-        seen, loss_sum, correct = (float(x) for x in t)
+        seen, loss_sum, correct = (float(x) for x in t.tolist())
     else:
         loss_sum, correct = sums["loss_sum"], sums["correct"]
     return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
