@@ -20,3 +20,7 @@ SCRATCH = STRATEGIES[0]
 
 # Formats of `vtl export` (pipeline.stages.export); the first is the default.
 EXPORT_FORMATS = ("torchscript", "onnx")
+
+# Imbalanced classes (pipeline.data.balance): loss weights, and how a training epoch draws its examples.
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("random", "balanced")

@@ -268,7 +268,9 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     out = ws / "benchmark"
     rows = _results(ws)
     assert list(rows[0]) == ["source", "backbone", "weights", "strategy", "fraction", "seed", "top1",
-                             "mean_class_accuracy", "train_seconds", "transfer_gain", "examples_per_class", "run"]
+                             "mean_class_accuracy", "train_seconds", "transfer_gain", "examples_per_class", "run",
+                             "status", "error"]
+    assert {(r["status"], r["error"]) for r in rows} == {("ok", "")}
     assert sorted((r["source"], r["strategy"], r["seed"]) for r in rows) == [
         ("scratch", "scratch", "0"), ("scratch", "scratch", "1"), ("shuffled", "linear", "0"),
         ("shuffled", "linear", "1")]

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pipeline.choices import AUGMENTATIONS, BACKBONE_TRAINING, STRATEGIES, TEMPORAL_POOLINGS
+from pipeline.choices import (
+    AUGMENTATIONS,
+    BACKBONE_TRAINING,
+    CLASS_WEIGHTS,
+    SAMPLERS,
+    STRATEGIES,
+    TEMPORAL_POOLINGS,
+)
 from pipeline.data.splits import SPLITS
 from pipeline.errors import UserError
 from pipeline.options import check_choices, option
@@ -53,6 +60,10 @@ class TrainConfig:
     input_size: int | None = option(None, "Crop size fed to the network (default: the backbone's).")
     augment: str = option("standard", "standard (crop+flip), crop (no flip: when left/right matters), none.",
                           choices=AUGMENTATIONS)
+    class_weights: str = option("none", "Imbalanced classes: auto weights the loss by inverse class frequency on "
+                                        "the train split (normalised to mean 1).", choices=CLASS_WEIGHTS)
+    sampler: str = option("random", "Imbalanced classes: balanced draws every class equally often in each "
+                                    "epoch (oversampling small classes).", choices=SAMPLERS)
     sampling: str | None = option(None, "Clip-cache key (default: the latest `vtl sample`).")
     workers: int | None = option(None, "DataLoader worker processes (default: 0 on CPU, a few per GPU).")
     name: str | None = option(None, "Run name (default: <backbone>-<strategy>).")

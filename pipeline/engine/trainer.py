@@ -10,6 +10,7 @@ torchrun (only rank 0 writes); AMP, channels-last and torch.compile switches.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from pipeline.data.balance import BalancedSampler, loss_weights
 from pipeline.engine import distributed
 from pipeline.engine.config import TrainConfig
 from pipeline.engine.distributed import DistInfo
@@ -30,6 +32,7 @@ from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier
 from pipeline.progress import echo
+from pipeline.transfer.strategies import Strategy
 
 
 class WarmupCosine:
@@ -50,91 +53,132 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100003 + epoch
 
 
-def fit(run: RunFolder, model: Classifier, trained: nn.Module, loaders: dict[str, DataLoader], cfg: TrainConfig,
-        run_config: dict, fkey: str | None, info: DistInfo, speed: Speed, *, restart: bool) -> dict[str, Any]:
-    """Train ``trained`` (the whole model, or its head on cached features) for ``cfg.epochs`` into ``run``.
+@dataclass
+class Fit:
+    """One training run for :func:`fit`: what trains, on what, into which folder, how fast."""
 
-    ``run_config`` is what the results depend on (recorded in ``config.yaml`` and every checkpoint;
-    a resumed run must match it); ``fkey`` the feature cache a head-only run trains on."""
+    run: RunFolder
+    model: Classifier
+    trained: nn.Module  # the whole model, or its head on cached features
+    loaders: dict[str, DataLoader]  # train, and val when the split has videos
+    cfg: TrainConfig
+    run_config: dict[str, Any]  # what the results depend on: recorded, and a resumed run must match it
+    info: DistInfo
+    speed: Speed
+    feature_key: str | None = None  # the feature cache a head-only run trains on
+
+
+@dataclass
+class _State:
+    """What changes from epoch to epoch and is saved in ``last.pt``."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -1.0
+    epoch: int = 0
+
+
+def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
+    """Train ``job.trained`` for ``cfg.epochs`` into ``job.run``, resuming from its ``last.pt`` unless
+    ``restart``; every epoch validates and saves ``last.pt`` (and ``best.pt`` when it improved)."""
+    cfg, info, speed = job.cfg, job.info, job.speed
     strategy = cfg.make_strategy()
     dev = distributed.device(info)
-    model.to(dev)
-    groups = strategy.param_groups(model, cfg.lr)
-    if strategy.frozen_backbone:
-        groups = [g for g in groups if g["name"] == "head"]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * len(loaders["train"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(steps, cfg.warmup))
-    scaler = torch.amp.GradScaler(dev.type) if speed.fp16_scaler else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    history: list[dict] = []
-    start_epoch, best = 0, -1.0
-    if run.last.is_file() and not restart:
-        state = Checkpoint.load(run.last)
-        if state.config != run_config:
-            raise UserError(f"{run.train_dir} holds a run with other settings; use --restart or another --name")
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        if scaler is not None and state.scaler:
-            scaler.load_state_dict(state.scaler)
-        set_rng_state(state.rng)
-        start_epoch, best, history = state.epoch, state.best_val_top1, list(state.history)
-        if start_epoch >= cfg.epochs or _stopped(history, cfg.patience):
-            echo(f"train: {run.train_dir} already finished ({len(history)} epochs); --restart to train again")
-            return _result(run, history, best)
-        echo(f"train: resuming {run.train_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+    job.model.to(dev)
+    state = _fresh_state(job, strategy, dev)
+    if job.run.last.is_file() and not restart:
+        _resume(job, state)
+        if state.epoch >= cfg.epochs or _stopped(state.history, cfg.patience):
+            echo(f"train: {job.run.train_dir} already finished ({len(state.history)} epochs); --restart to "
+                 "train again")
+            return _result(job.run, state)
+        echo(f"train: resuming {job.run.train_dir} at epoch {state.epoch + 1}/{cfg.epochs}")
     if info.is_main:
-        run.write_config(run_config)
-    net = _wrap(trained, info, dev, cfg.compile)
-    train_loader = _distributed(loaders["train"], info, shuffle=True, seed=cfg.seed)
-    val_loader = _distributed(loaders.get("val") or loaders["train"], info, shuffle=False, seed=cfg.seed)
-    board = _tensorboard(run.tensorboard_dir) if info.is_main else None
-    seconds = history[-1]["train_seconds"] if history else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
+        job.run.write_config(job.run_config)
+    weights = loss_weights(cfg.class_weights, job.loaders["train"].dataset.labels, len(job.run_config["classes"]))
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(dev),
+                                    label_smoothing=cfg.label_smoothing)
+    net = _wrap(job.trained, info, dev, cfg.compile)
+    train_loader = _distributed(job.loaders["train"], info, shuffle=True, seed=cfg.seed)
+    val_loader = _distributed(job.loaders.get("val") or job.loaders["train"], info, shuffle=False, seed=cfg.seed)
+    board = _tensorboard(job.run.tensorboard_dir) if info.is_main else None
+    seconds = state.history[-1]["train_seconds"] if state.history else 0.0
+    for epoch in range(state.epoch, cfg.epochs):
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
         # uninterrupted run would have (shuffling, view draws, augmentation, dropout).
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if isinstance(train_loader.sampler, (DistributedSampler, BalancedSampler)):
             train_loader.sampler.set_epoch(epoch)
         else:
             train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))
-        strategy.on_epoch_start(model, optimizer, epoch)  # gradual: unfreeze the next stage
-        strategy.set_train_mode(model)
-        sums = train_one_epoch(net, train_loader, optimizer, scheduler, criterion, dev,
+        strategy.on_epoch_start(job.model, state.optimizer, epoch)  # gradual: unfreeze the next stage
+        strategy.set_train_mode(job.model)
+        sums = train_one_epoch(net, train_loader, state.optimizer, state.scheduler, criterion, dev,
                                desc=f"epoch {epoch + 1}/{cfg.epochs}", clip_grad=cfg.clip_grad, amp=speed.amp,
-                               scaler=scaler, memory_format=speed.memory_format)
+                               scaler=state.scaler, memory_format=speed.memory_format)
         seconds += sums["seconds"]
         stats = _reduce(info, sums, dev)
-        val = _validate(net, val_loader, dev, len(run_config["classes"]), info, speed)
+        val = _validate(net, val_loader, dev, len(job.run_config["classes"]), info, speed)
         record = {"epoch": epoch + 1, **stats, "val_top1": val["video_top1"],
                   "val_mean_class_accuracy": val["video_mean_class_accuracy"],
-                  "lr": scheduler.get_last_lr()[0], "train_seconds": round(seconds, 3)}
-        history.append(record)
-        improved = record["val_top1"] > best
-        best = max(best, record["val_top1"])
+                  "lr": state.scheduler.get_last_lr()[0], "train_seconds": round(seconds, 3)}
+        state.history.append(record)
+        improved = record["val_top1"] > state.best
+        state.best, state.epoch = max(state.best, record["val_top1"]), epoch + 1
         if info.is_main:
-            state = Checkpoint(backbone=cfg.backbone, classes=run_config["classes"], model=model.state_dict(),
-                               weights=run_config["weights"], temporal=cfg.temporal, config=run_config,
-                               feature_key=fkey, history=history, best_val_top1=best, epoch=epoch + 1,
-                               optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                               scaler=scaler.state_dict() if scaler else {}, rng=rng_state())
-            if improved:
-                state.without_training_state().save(run.best)
-            state.save(run.last)
-            run.write_history(history)
+            _save(job, state, improved)
             if board is not None:
                 for key in ("train_loss", "train_top1", "val_top1", "lr", "clips_per_s"):
                     board.add_scalar(key, record[key], epoch + 1)
         distributed.barrier(info)
         echo(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.3f} train {stats['train_top1']:.3f} "
              f"val {record['val_top1']:.3f} ({stats['clips_per_s']:.1f} clips/s)")
-        if _stopped(history, cfg.patience):
+        if _stopped(state.history, cfg.patience):
             echo(f"train: no validation gain in {cfg.patience} epochs: stopping early")
             break
     if board is not None:
         board.close()
-    return _result(run, history, best)
+    return _result(job.run, state)
+
+
+def _fresh_state(job: Fit, strategy: Strategy, dev: torch.device) -> _State:
+    groups = strategy.param_groups(job.model, job.cfg.lr)
+    if strategy.frozen_backbone:
+        groups = [g for g in groups if g["name"] == "head"]
+    optimizer = torch.optim.AdamW(groups, weight_decay=job.cfg.weight_decay)
+    steps = job.cfg.epochs * len(job.loaders["train"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(steps, job.cfg.warmup))
+    scaler = torch.amp.GradScaler(dev.type) if job.speed.fp16_scaler else None
+    return _State(optimizer, scheduler, scaler)
+
+
+def _resume(job: Fit, state: _State) -> None:
+    """Load ``last.pt`` into the model and ``state``; it must hold a run with the same settings."""
+    saved = Checkpoint.load(job.run.last)
+    if saved.config != job.run_config:
+        raise UserError(f"{job.run.train_dir} holds a run with other settings; use --restart or another --name")
+    job.model.load_state_dict(saved.model)
+    state.optimizer.load_state_dict(saved.optimizer)
+    state.scheduler.load_state_dict(saved.scheduler)
+    if state.scaler is not None and saved.scaler:
+        state.scaler.load_state_dict(saved.scaler)
+    set_rng_state(saved.rng)
+    state.epoch, state.best, state.history = saved.epoch, saved.best_val_top1, list(saved.history)
+
+
+def _save(job: Fit, state: _State, improved: bool) -> None:
+    rc = job.run_config
+    saved = Checkpoint(backbone=job.cfg.backbone, classes=rc["classes"], model=job.model.state_dict(),
+                       weights=rc["weights"], temporal=job.cfg.temporal, config=rc, feature_key=job.feature_key,
+                       history=state.history, best_val_top1=state.best, epoch=state.epoch,
+                       optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
+                       scaler=state.scaler.state_dict() if state.scaler else {}, rng=rng_state())
+    if improved:
+        saved.without_training_state().save(job.run.best)
+    saved.save(job.run.last)
+    job.run.write_history(state.history)
 
 
 def _stopped(history: list[dict], patience: int | None) -> bool:
@@ -165,8 +209,12 @@ def _distributed(loader: DataLoader, info: DistInfo, *, shuffle: bool, seed: int
     if not info.enabled:
         return loader
     if shuffle:
-        sampler = DistributedSampler(loader.dataset, info.world_size, info.rank, shuffle=True, seed=seed,
-                                     drop_last=loader.drop_last)
+        if isinstance(loader.sampler, BalancedSampler):  # balanced over the whole split, shared out by rank
+            sampler: Any = BalancedSampler(loader.sampler.labels, seed=loader.sampler.seed, rank=info.rank,
+                                           world_size=info.world_size)
+        else:
+            sampler = DistributedSampler(loader.dataset, info.world_size, info.rank, shuffle=True, seed=seed,
+                                         drop_last=loader.drop_last)
         return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                           num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                           drop_last=loader.drop_last)
@@ -205,9 +253,9 @@ def _tensorboard(folder: Path):
     return SummaryWriter(str(folder))
 
 
-def _result(run: RunFolder, history: list[dict], best: float) -> dict[str, Any]:
-    return {"run_dir": str(run.train_dir), "best_val_top1": best, "epochs": len(history),
-            "train_seconds": history[-1]["train_seconds"] if history else 0.0}
+def _result(run: RunFolder, state: _State) -> dict[str, Any]:
+    return {"run_dir": str(run.train_dir), "best_val_top1": state.best, "epochs": len(state.history),
+            "train_seconds": state.history[-1]["train_seconds"] if state.history else 0.0}
 
 
-__all__ = ["fit", "epoch_seed"]
+__all__ = ["Fit", "fit", "epoch_seed"]

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.choices import LEARNABLE_POOLINGS
+from pipeline.data.balance import BalancedSampler
 from pipeline.data.cache import ClipCache, FeatureCache, feature_key
 from pipeline.data.datasets import ClipDataset, FeatureDataset
 from pipeline.data.splits import Split, load_splits
@@ -32,7 +33,7 @@ from pipeline.engine.distributed import DistInfo
 from pipeline.engine.features import FeatureExtractor
 from pipeline.engine.run_folder import RunFolder
 from pipeline.engine.speed import Speed
-from pipeline.engine.trainer import fit
+from pipeline.engine.trainer import Fit, fit
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier, build_model
@@ -109,13 +110,12 @@ class _Job:
                 raise UserError("--strategy linear trains only the head on cached features; a learnable "
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
             fkey, loaders = self.feature_loaders(model, splits, cfg, speed)
-            return fit(self.folder, model, model.head, loaders, cfg, self.run_config(cfg), fkey, self.info, speed,
+            return fit(Fit(self.folder, model, model.head, loaders, cfg, self.run_config(cfg), self.info, speed, fkey),
                        restart=restart)
         if cfg.fits_head_first and (restart or not self.folder.last.is_file()):
             self.fit_head_first(model, splits, speed, restart)
-        loaders = self.clip_loaders(splits)
-        return fit(self.folder, model, model, loaders, cfg, self.run_config(cfg), None, self.info, speed,
-                   restart=restart)
+        return fit(Fit(self.folder, model, model, self.clip_loaders(splits), cfg, self.run_config(cfg), self.info,
+                       speed), restart=restart)
 
     def run_config(self, cfg: TrainConfig) -> dict[str, Any]:
         """What a run's results depend on: a resumed run must have the same."""
@@ -153,7 +153,7 @@ class _Job:
         fkey, loaders = self.feature_loaders(model, splits, head_cfg, speed)
         echo(f"train: fitting the head on frozen features first ({head_cfg.epochs} epochs, LP-FT)")
         phase = self.folder.head_phase
-        fit(phase, model, model.head, loaders, head_cfg, self.run_config(head_cfg), fkey, self.info, speed,
+        fit(Fit(phase, model, model.head, loaders, head_cfg, self.run_config(head_cfg), self.info, speed, fkey),
             restart=restart)
         model.head.load_state_dict(model.head_state(Checkpoint.load(phase.best).model))
 
@@ -166,11 +166,18 @@ class _Job:
             train = name == "train"
             transform = build_transform(cfg.size, self.spec.mean, self.spec.std, train=train, augment=cfg.augment)
             ds = ClipDataset(self.cache, split.ids, split.labels, transform, train=train)
-            loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, num_workers=workers,
-                                       generator=torch.Generator().manual_seed(cfg.seed),
-                                       drop_last=train and len(ds) > cfg.batch_size,
+            loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
+                                       **_order(cfg, split.labels, train), drop_last=train and len(ds) > cfg.batch_size,
                                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
         return loaders
+
+
+def _order(cfg: TrainConfig, labels: list[int], train: bool) -> dict[str, Any]:
+    """How a loader orders its items: shuffled or class-balanced in training (reseeded every epoch by
+    the trainer), in order otherwise."""
+    if train and cfg.sampler == "balanced":
+        return {"sampler": BalancedSampler(labels, seed=cfg.seed)}
+    return {"shuffle": train, "generator": torch.Generator().manual_seed(cfg.seed)}
 
 
 def _feature_loaders(fc: FeatureCache, splits: dict[str, Split], cfg: TrainConfig) -> dict[str, DataLoader]:
@@ -184,6 +191,5 @@ def _feature_loaders(fc: FeatureCache, splits: dict[str, Split], cfg: TrainConfi
         sel_offsets = np.concatenate([[0], np.cumsum([offsets[r + 1] - offsets[r] for r in rows])])
         sel = np.concatenate([feats[offsets[r]:offsets[r + 1]] for r in rows])
         ds = FeatureDataset(sel, sel_offsets, split.labels, train=name == "train")
-        loaders[name] = DataLoader(ds, batch_size=max(cfg.batch_size, 32), shuffle=name == "train",
-                                   generator=torch.Generator().manual_seed(cfg.seed))
+        loaders[name] = DataLoader(ds, batch_size=max(cfg.batch_size, 32), **_order(cfg, split.labels, name == "train"))
     return loaders
