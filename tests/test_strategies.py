@@ -73,7 +73,6 @@ def test_scratch(model: Classifier) -> None:
     groups = Strategy("scratch").param_groups(model, LR)
     assert _trainable(model) == _ids(model.parameters())
     assert _groups(groups) == [("head", _head(model), LR), ("backbone", _ids(model.backbone.parameters()), LR)]
-    assert not Strategy("scratch").needs_pretrained
 
 
 def test_linear(model: Classifier) -> None:
