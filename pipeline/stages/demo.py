@@ -128,7 +128,7 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
     pre = run_train(source_ws, TrainConfig(backbone=plan.video_backbone, strategy="scratch", epochs=plan.source_epochs,
                                            lr=5e-3, batch_size=16, input_size=plan.video_size, augment="crop",
                                            name="pretrain", sampling=source_key))
-    source_ckpt = Path(pre["run_dir"]) / "best.pt"
+    source_ckpt = source_ws.run("pretrain").best
 
     summary: list[dict[str, Any]] = []
     for name, source, cfg in _target_runs(plan, source_ckpt, target_key):
@@ -156,9 +156,9 @@ def _benchmark_sources(out: Path, plan: DemoPlan, target_ws: Workspace) -> dict[
                                            sampling=tiny)
     # Labels drawn at random, and a learning rate far too high: features worth nothing, the
     # kind of source nobody would pick on purpose but one can pick by accident.
-    bad = run_train(shuffled_ws, TrainConfig(backbone="resnet18", strategy="scratch", epochs=3, lr=0.1,
-                                             batch_size=8, input_size=32, augment="none", name="pretrain",
-                                             sampling=shuffled_key))
+    run_train(shuffled_ws, TrainConfig(backbone="resnet18", strategy="scratch", epochs=3, lr=0.1,
+                                       batch_size=8, input_size=32, augment="none", name="pretrain",
+                                       sampling=shuffled_key))
     bench_key = run_sample(target_ws, tiny, SampleConfig(workers=plan.workers))["key"]
     sources = out / "sources.yaml"
     write_text(sources, f"""# written by `vtl demo`: the benchmark of its "which source?" section
@@ -174,7 +174,7 @@ sources:
     train: {{input_size: 64}}
   - name: shuffled-labels
     backbone: resnet18
-    weights: {Path(bad["run_dir"]).resolve() / "best.pt"}
+    weights: {shuffled_ws.run("pretrain").best.resolve()}
     train: {{input_size: 32}}
 """)
     result = run_benchmark(target_ws, BenchmarkConfig(sources=sources, strategies=("linear",), fractions=(1.0,),
