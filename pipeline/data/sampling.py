@@ -16,6 +16,9 @@ frames than the clip needs) are part of the contract, documented in
 * ``dense``: every clip of the ``random`` shape, starting every ``step``
   frames (default: one clip span), plus one clip ending on the last frame
   when the steps leave a tail, so the whole video is covered.
+
+``clip_seconds`` and ``target_fps`` sample by time instead of by frame count
+(:mod:`pipeline.data.timeline`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.data.timeline import resample_map, seconds_views
 from pipeline.errors import UserError
 
 SAMPLINGS = ("uniform", "random", "dense")
@@ -95,6 +99,10 @@ def _check(num_frames: int, n: int) -> None:
         raise UserError(f"--frames must be positive, got {n}")
 
 
+class NoFrameRate(ValueError):
+    """Seconds-based sampling of a video whose fps is unknown (0 or missing)."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How a workspace's clips were sampled; part of the clip-cache key."""
@@ -105,6 +113,8 @@ class SamplingConfig:
     short_side: int = 128
     clips_per_video: int = 1  # views per video: random draws for train, test views otherwise
     seed: int = 0
+    clip_seconds: float | None = None  # a clip covers this many seconds, whatever the video's fps
+    target_fps: float | None = None  # resample every video to this fps before sampling
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -112,19 +122,52 @@ class SamplingConfig:
         for name in ("frames", "stride", "short_side", "clips_per_video"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("clip_seconds", "target_fps"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # also refuses NaN
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.clip_seconds is not None and self.stride != 1:
+            raise UserError("--clip-seconds spaces the frames over the clip's seconds: drop --stride")
+
+    @property
+    def timed(self) -> bool:
+        """Sampled by time (needs each video's fps)."""
+        return self.clip_seconds is not None or self.target_fps is not None
 
     @property
     def key(self) -> str:
-        """Readable, unique folder name for this sampling."""
-        return (f"{self.sampling}-t{self.frames}-s{self.stride}-ss{self.short_side}"
-                f"-v{self.clips_per_video}-seed{self.seed}")
+        """Readable, unique folder name for this sampling (unchanged for frame-count sampling,
+        so caches made before the seconds options existed stay valid)."""
+        key = (f"{self.sampling}-t{self.frames}-s{self.stride}-ss{self.short_side}"
+               f"-v{self.clips_per_video}-seed{self.seed}")
+        if self.clip_seconds is not None:
+            key += f"-cs{self.clip_seconds:g}"
+        if self.target_fps is not None:
+            key += f"-fps{self.target_fps:g}"
+        return key
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Unset seconds options are left out: params.json of older caches must still match.
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
-    def views(self, num_frames: int, *, train: bool, video_id: str) -> list[list[int]]:
-        """All clips (lists of frame indices) to cache for one video."""
+    def views(self, num_frames: int, *, train: bool, video_id: str, fps: float | None = None) -> list[list[int]]:
+        """All clips (lists of frame indices) to cache for one video; ``fps`` is needed when timed."""
         rng = np.random.default_rng(_seed_for(self.seed, video_id))
+        if not self.timed:
+            return self._frame_views(num_frames, train=train, rng=rng)
+        if not fps or fps <= 0:
+            raise NoFrameRate("the video's frame rate is unknown: it cannot be sampled by --clip-seconds or "
+                              "--target-fps")
+        source = resample_map(num_frames, fps, self.target_fps) if self.target_fps else None
+        frames, rate = (len(source), self.target_fps) if source is not None else (num_frames, fps)
+        if self.clip_seconds is None:
+            views = self._frame_views(frames, train=train, rng=rng)
+        else:
+            views = seconds_views(frames, rate, sampling=self.sampling, frames=self.frames,
+                                  seconds=self.clip_seconds, train=train, rng=rng, num_views=self.clips_per_video)
+        return views if source is None else [source[view].tolist() for view in views]
+
+    def _frame_views(self, num_frames: int, *, train: bool, rng: np.random.Generator) -> list[list[int]]:
         v = self.clips_per_video
         if self.sampling == "uniform":
             return [uniform_indices(num_frames, self.frames, train=train, rng=rng, view=k, num_views=v)
