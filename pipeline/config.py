@@ -100,7 +100,9 @@ def load_plan(path: Path) -> Plan:
         raise UserError(f"{path}: missing key 'workspace' (the workspace folder)")
     plan = Plan(workspace=_paths(data, ("workspace",), base)["workspace"])
     if "prepare" in data:
-        section = _paths(_section(data, "prepare", path), ("root", "splits"), base)
+        section = _paths(_section(data, "prepare", path), ("root", "splits", "classes"), base)
+        if "annotations" in section:
+            section["annotations"] = _annotation_paths(section["annotations"], base, f"{path}: prepare")
         check_keys(section, _fields(PrepareConfig), f"{path}: prepare")
         plan.prepare = _build(PrepareConfig, section, f"{path}: prepare")
     if "sample" in data:
@@ -151,6 +153,21 @@ def run_file(path: Path) -> dict[str, Any]:
         results["report"] = write_report(ws)
         echo(f"report: {results['report']}")
     return results
+
+
+def _annotation_paths(value: Any, base: Path, where: str) -> tuple[str, ...]:
+    """``annotations``: one ``[SPLIT=]FILE`` or a list of them, FILE relative to the config's folder."""
+    from pipeline.data.formats.csvlist import parse_spec
+
+    specs = [value] if isinstance(value, str) else value
+    if not isinstance(specs, list) or not all(isinstance(v, str) for v in specs):
+        raise UserError(f"{where}: annotations must be a file or a list of files ([SPLIT=]FILE)")
+    out = []
+    for spec in specs:
+        split, file = parse_spec(spec)
+        file = file if file.is_absolute() else base / file
+        out.append(f"{split}={file}" if split else str(file))
+    return tuple(out)
 
 
 def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
