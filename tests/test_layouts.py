@@ -131,6 +131,7 @@ def test_split_folders_of_real_images(shared_data: Path, tmp_path: Path) -> None
     (["val/cat", "validation/cat", "train/cat"], "two val folders"),
     (["val/cat", "test/cat"], "no train folder"),
     (["train/cat", "test/cat", "test/dog"], "class 'dog' is in the test folder but has no files in"),
+    (["train", "test/cat"], "train has no class folders"),
 ])
 def test_bad_split_layouts_are_one_line_errors(tmp_path: Path, dirs: list[str], message: str) -> None:
     for d in dirs:
@@ -258,6 +259,7 @@ def test_duplicate_paths_are_an_error_naming_the_lines(tiny_dataset: Path, tmp_p
 
 @pytest.mark.parametrize(("text", "message"), [
     ("path,split\na.mp4,train\n", "needs both a 'path' and a 'label' column"),
+    ("path;label;split\nrise/rise_000.mp4;rise;nope\n", "ann:2: split 'nope' is not train, val or test"),
     ("label,youtube_id,time_start,time_end,split\n", "needs both a 'path' and a 'label' column"),
     ("path,label,split\nrise/rise_000.mp4,rise,holdout\n", "ann:2: split 'holdout' is not train, val or test"),
     ("rise/rise_000.mp4 rise extra words\n", "ann:1: expected '<path> <label>'"),

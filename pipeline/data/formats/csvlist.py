@@ -3,7 +3,7 @@
 Each ``--annotations`` value is ``[SPLIT=]FILE`` (repeat the option for several files):
 
 * a CSV whose first line is a header with ``path`` and ``label`` columns and optionally
-  ``split`` (comma- or tab-separated, any column order, other columns ignored); or
+  ``split`` (comma-, tab- or semicolon-separated, any column order, other columns ignored); or
 * a headerless list, one ``<path> <label>`` per line (MMAction2's video lists), or
   ``<frame folder> <frame count> <label>`` (MMAction2's rawframe lists; the count is ignored:
   every entry is probed).
@@ -78,8 +78,10 @@ def read_annotations(file: Path, split: str = "") -> list[Entry]:
     if not numbered:
         raise UserError(f"{file}: no entries")
     first = numbered[0][1]
-    delimiter = "\t" if "\t" in first and "," not in first else ","
-    header = [c.strip().lower() for c in next(csv.reader([first], delimiter=delimiter))]
+    # Comma, tab or semicolon (spreadsheets in many locales): the one that makes a header.
+    headers = {d: [c.strip().lower() for c in next(csv.reader([first], delimiter=d))] for d in (",", "\t", ";")}
+    delimiter = max(headers, key=lambda d: ("path" in headers[d]) + ("label" in headers[d]))  # ties: comma
+    header = headers[delimiter]
     if "path" in header and "label" in header:
         entries = _read_csv(file, numbered[1:], header, delimiter)
     elif "path" in header or "label" in header:

@@ -55,6 +55,8 @@ def read_layout(root: Path, extensions: frozenset[str], *, frame_folders: bool) 
         by_split[split] = d
     if "train" not in by_split:
         raise UserError(f"dataset root {root} has split folders ({_names(split_dirs)}) but no train folder")
+    if not _subfolders(by_split["train"]):
+        raise UserError(f"{by_split['train']} has no class folders (expected {root}/<split>/<class>/<file>)")
     result = FormatResult()
     seen: set[tuple[int, int]] = set()
     present = []
