@@ -38,6 +38,8 @@ def _click_option(f: dataclasses.Field, hint: Any) -> Callable[[Callable], Calla
     common = {"help": meta.get("help"), "show_default": False if required else meta.get("show_default", True)}
     if kind is bool:
         return click.option(*flags, f.name, is_flag=True, default=default, **common)
+    if meta.get("multiple"):  # a tuple field: the option may be repeated
+        return click.option(*flags, f.name, multiple=True, default=default, metavar=meta.get("metavar"), **common)
     if meta.get("choices"):
         click_type: Any = click.Choice(meta["choices"])
     elif meta.get("parse") or kind not in (int, float, str, Path):

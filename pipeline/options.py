@@ -27,16 +27,19 @@ T = TypeVar("T")
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: Iterable[str] | None = None,  # noqa: A002
            flags: tuple[str, ...] = (), metavar: str | None = None, factory: Callable[[], Any] | None = None,
-           show_default: bool | str = True, parse: Callable[[Any], Any] | None = None, cli: bool = True) -> Any:
+           show_default: bool | str = True, parse: Callable[[Any], Any] | None = None, multiple: bool = False,
+           cli: bool = True) -> Any:
     """A dataclass field that is also a command-line option.
 
     ``flags``: the option's names (default ``--field-name``); ``choices``: the allowed values
     (listed in ``--help``); ``parse``: turns the command line's text (or a config file's value)
-    into the field's value, e.g. a comma-separated list into a tuple; ``cli=False``: a field only
-    the Python API and config files set.
+    into the field's value, e.g. a comma-separated list into a tuple; ``multiple``: the option may be
+    repeated, the field is a tuple of the values; ``cli=False``: a field only the Python API and
+    config files set.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "flags": flags,
-            "metavar": metavar, "show_default": show_default, "parse": parse, "cli": cli}
+            "metavar": metavar, "show_default": show_default, "parse": parse, "multiple": multiple,
+            "cli": cli}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

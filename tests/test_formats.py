@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.formats import FORMATS, hmdb51, kinetics, ssv2, ucf101
+from pipeline.data.formats import FORMATS, FormatOptions, hmdb51, kinetics, ssv2, ucf101
 from pipeline.errors import UserError
 
 
@@ -41,7 +41,7 @@ def test_registry_lists_every_format() -> None:
 @pytest.mark.parametrize("module", [ucf101, hmdb51, kinetics, ssv2])
 def test_missing_root_is_a_user_error(tmp_path: Path, module) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        module.read(tmp_path / "nope", tmp_path)
+        module.read(FormatOptions(tmp_path / "nope", tmp_path))
 
 
 # -- UCF101 -------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def test_ucf101_reads_fold_with_case_insensitive_paths(tmp_path: Path, hsp_folde
     )
     splits = make_ucf_splits(tmp_path / "ucfTrainTestlist")
 
-    result = ucf101.read(root, splits, fold=1)
+    result = ucf101.read(FormatOptions(root, splits, fold=1))
 
     assert summary(result) == {
         ("v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup", "train"),
@@ -96,7 +96,7 @@ def test_ucf101_fold_selects_the_lists(tmp_path: Path) -> None:
     touch(root, "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
     splits = make_ucf_splits(tmp_path / "ucfTrainTestlist")
 
-    result = ucf101.read(root, splits, fold=2)
+    result = ucf101.read(FormatOptions(root, splits, fold=2))
 
     assert summary(result) == {
         ("v_ApplyEyeMakeup_g01_c01.avi", "ApplyEyeMakeup", "train"),
@@ -105,7 +105,7 @@ def test_ucf101_fold_selects_the_lists(tmp_path: Path) -> None:
     assert result.quarantined == [
         (str(root / "HandstandPushups/v_HandStandPushups_g08_c01.avi"), ucf101.MISSING)
     ]
-    assert ucf101.read(root, splits, fold=3).rows == []
+    assert ucf101.read(FormatOptions(root, splits, fold=3)).rows == []
 
 
 @pytest.mark.parametrize("fold", [0, 4])
@@ -113,29 +113,29 @@ def test_ucf101_rejects_unknown_fold(tmp_path: Path, fold: int) -> None:
     splits = make_ucf_splits(tmp_path / "ucfTrainTestlist")
     (tmp_path / "root").mkdir()
     with pytest.raises(UserError, match="--fold"):
-        ucf101.read(tmp_path / "root", splits, fold=fold)
+        ucf101.read(FormatOptions(tmp_path / "root", splits, fold=fold))
 
 
 def test_ucf101_finds_split_folder_inside_or_beside_root(tmp_path: Path) -> None:
     root = tmp_path / "UCF-101"
     touch(root, "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
     make_ucf_splits(root / "ucfTrainTestlist")
-    assert len(ucf101.read(root).rows) == 1
+    assert len(ucf101.read(FormatOptions(root)).rows) == 1
 
     other = tmp_path / "other"
     make_ucf_splits(other / "ucfTrainTestlist")
     touch(other / "UCF-101", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
-    assert len(ucf101.read(other / "UCF-101").rows) == 1
+    assert len(ucf101.read(FormatOptions(other / "UCF-101")).rows) == 1
     # --splits may name the folder above ucfTrainTestlist too.
-    assert len(ucf101.read(other / "UCF-101", other).rows) == 1
+    assert len(ucf101.read(FormatOptions(other / "UCF-101", other)).rows) == 1
 
 
 def test_ucf101_without_split_folder_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "UCF-101").mkdir()
     with pytest.raises(UserError, match="ucfTrainTestlist"):
-        ucf101.read(tmp_path / "UCF-101")
+        ucf101.read(FormatOptions(tmp_path / "UCF-101"))
     with pytest.raises(UserError, match="classInd.txt"):
-        ucf101.read(tmp_path / "UCF-101", tmp_path)
+        ucf101.read(FormatOptions(tmp_path / "UCF-101", tmp_path))
 
 
 def test_ucf101_missing_list_file_is_a_user_error(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_ucf101_missing_list_file_is_a_user_error(tmp_path: Path) -> None:
     (splits / "testlist01.txt").unlink()
     (tmp_path / "root").mkdir()
     with pytest.raises(UserError, match="testlist01.txt does not exist"):
-        ucf101.read(tmp_path / "root", splits)
+        ucf101.read(FormatOptions(tmp_path / "root", splits))
 
 
 def test_ucf101_unparseable_line_names_file_and_line(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_ucf101_unparseable_line_names_file_and_line(tmp_path: Path) -> None:
     write_lines(splits / "trainlist01.txt", lines, crlf=True)
     (tmp_path / "root").mkdir()
     with pytest.raises(UserError, match=r"trainlist01\.txt:2: expected '<path> <label index>'"):
-        ucf101.read(tmp_path / "root", splits)
+        ucf101.read(FormatOptions(tmp_path / "root", splits))
 
 
 def test_ucf101_unknown_label_index_is_a_user_error(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_ucf101_unknown_label_index_is_a_user_error(tmp_path: Path) -> None:
     write_lines(splits / "trainlist01.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 7"])
     (tmp_path / "root").mkdir()
     with pytest.raises(UserError, match=r"trainlist01\.txt:1: label index '7'"):
-        ucf101.read(tmp_path / "root", splits)
+        ucf101.read(FormatOptions(tmp_path / "root", splits))
 
 
 @pytest.mark.shared
@@ -174,7 +174,7 @@ def test_ucf101_official_lists(shared_data: Path, tmp_path: Path) -> None:
     root = tmp_path / "UCF-101"
     touch(root, *present)  # empty files named as the official lists name them
 
-    result = ucf101.read(root, splits, fold=1)
+    result = ucf101.read(FormatOptions(root, splits, fold=1))
 
     assert {row.path.relative_to(root).as_posix(): row.split for row in result.rows} == present
     assert {row.label for row in result.rows if "HandStand" in row.path.name} == {"HandstandPushups"}
@@ -208,7 +208,7 @@ def test_hmdb51_codes_classes_and_quarantine(tmp_path: Path) -> None:
     touch(root, "brush_hair/c_brush_hair_0.avi")
     splits = make_hmdb_splits(tmp_path / "testTrainMulti_7030_splits")
 
-    result = hmdb51.read(root, splits, fold=1)
+    result = hmdb51.read(FormatOptions(root, splits, fold=1))
 
     assert summary(result) == {
         ("a_brush_hair_0.avi", "brush_hair", "train"),
@@ -225,7 +225,7 @@ def test_hmdb51_fold_selects_split_files(tmp_path: Path) -> None:
     touch(root, "Brush_Hair/a_brush_hair_0.avi")  # class folder matched case-insensitively
     make_hmdb_splits(root / "testTrainMulti_7030_splits")  # found inside root without --splits
 
-    result = hmdb51.read(root, fold=2)
+    result = hmdb51.read(FormatOptions(root, fold=2))
 
     assert summary(result) == {("a_brush_hair_0.avi", "brush_hair", "test")}
     assert result.quarantined == []
@@ -236,16 +236,16 @@ def test_hmdb51_bad_code_names_file_and_line(tmp_path: Path) -> None:
     write_lines(splits / "cartwheel_test_split1.txt", ["x_cartwheel_0.avi 1", "y_cartwheel_0.avi 3"])
     (tmp_path / "root").mkdir()
     with pytest.raises(UserError, match=r"cartwheel_test_split1\.txt:2: expected '<video name> <0\|1\|2>'"):
-        hmdb51.read(tmp_path / "root", splits)
+        hmdb51.read(FormatOptions(tmp_path / "root", splits))
 
 
 def test_hmdb51_without_split_files_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="testTrainMulti_7030_splits"):
-        hmdb51.read(tmp_path / "root")
+        hmdb51.read(FormatOptions(tmp_path / "root"))
     with pytest.raises(UserError, match="_test_split"):
-        hmdb51.read(tmp_path / "root", tmp_path / "empty")
+        hmdb51.read(FormatOptions(tmp_path / "root", tmp_path / "empty"))
 
 
 # -- Kinetics -----------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_kinetics_namings_split_mapping_and_quarantine(tmp_path: Path) -> None:
     )
     csv_file = write_lines(tmp_path / "kinetics400.csv", KINETICS_CSV, crlf=True, bom=True)
 
-    result = kinetics.read(root, csv_file)
+    result = kinetics.read(FormatOptions(root, csv_file))
 
     assert summary(result) == {
         ("--07WQ2iBlw_000001_000011.mp4", "abseiling", "train"),
@@ -295,7 +295,7 @@ def test_kinetics_reads_a_folder_of_csvs_and_prefers_the_label_folder(tmp_path: 
         folder / "validate.csv", ["youtube_id,label,split,time_start,time_end", "same_id,archery,val,3,13"]
     )
 
-    result = kinetics.read(root, folder)
+    result = kinetics.read(FormatOptions(root, folder))
 
     assert {(row.path.parent.name, row.label, row.split) for row in result.rows} == {
         ("abseiling", "abseiling", "train"),
@@ -305,9 +305,9 @@ def test_kinetics_reads_a_folder_of_csvs_and_prefers_the_label_folder(tmp_path: 
 
 def test_kinetics_needs_splits(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--splits"):
-        kinetics.read(tmp_path)
+        kinetics.read(FormatOptions(tmp_path))
     with pytest.raises(UserError, match="not a Kinetics annotation CSV"):
-        kinetics.read(tmp_path, tmp_path / "nope.csv")
+        kinetics.read(FormatOptions(tmp_path, tmp_path / "nope.csv"))
 
 
 @pytest.mark.parametrize(
@@ -321,13 +321,13 @@ def test_kinetics_needs_splits(tmp_path: Path) -> None:
 def test_kinetics_bad_row_names_file_and_line(tmp_path: Path, bad_line: str, message: str) -> None:
     csv_file = write_lines(tmp_path / "k.csv", KINETICS_CSV[:2] + [bad_line])
     with pytest.raises(UserError, match=r"k\.csv" + message):
-        kinetics.read(tmp_path, csv_file)
+        kinetics.read(FormatOptions(tmp_path, csv_file))
 
 
 def test_kinetics_bad_header_is_a_user_error(tmp_path: Path) -> None:
     csv_file = write_lines(tmp_path / "k.csv", ["youtube_id,start,end", "abc,1,2"])
     with pytest.raises(UserError, match=r"k\.csv:1: header lacks label"):
-        kinetics.read(tmp_path, csv_file)
+        kinetics.read(FormatOptions(tmp_path, csv_file))
 
 
 # -- Something-Something v2 ---------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_ssv2_labels_and_splits(tmp_path: Path) -> None:
     touch(root, "1.webm", "2.webm", "3.mp4")
     annotations = make_ssv2_annotations(tmp_path / "labels")  # found beside root without --splits
 
-    result = ssv2.read(root)
+    result = ssv2.read(FormatOptions(root))
 
     assert summary(result) == {
         ("1.webm", "Putting something on a surface", "train"),
@@ -374,29 +374,29 @@ def test_ssv2_labels_and_splits(tmp_path: Path) -> None:
         ("3.mp4", "Putting something onto something", "test"),  # validation.json -> test
     }
     assert result.quarantined == [(str(root / "4.webm"), "listed in annotations but missing on disk")]
-    assert summary(ssv2.read(root, annotations)) == summary(result)
+    assert summary(ssv2.read(FormatOptions(root, annotations))) == summary(result)
 
 
 def test_ssv2_unknown_template_is_a_user_error(tmp_path: Path) -> None:
     folder = make_ssv2_annotations(tmp_path / "labels")
     (folder / "train.json").write_text(json.dumps([{"id": "9", "template": "Dropping [something]"}]))
     with pytest.raises(UserError, match=r"train\.json: entry 0 \(id 9\): template 'Dropping \[something\]'"):
-        ssv2.read(tmp_path, folder)
+        ssv2.read(FormatOptions(tmp_path, folder))
 
 
 def test_ssv2_invalid_json_names_file_and_line(tmp_path: Path) -> None:
     folder = make_ssv2_annotations(tmp_path / "labels")
     (folder / "validation.json").write_text('[\n{"id": "3",\n "template": }\n]')
     with pytest.raises(UserError, match=r"validation\.json:3: not valid JSON"):
-        ssv2.read(tmp_path, folder)
+        ssv2.read(FormatOptions(tmp_path, folder))
 
 
 def test_ssv2_missing_annotations_is_a_user_error(tmp_path: Path) -> None:
     root = tmp_path / "videos"
     root.mkdir()
     with pytest.raises(UserError, match="labels.json"):
-        ssv2.read(root)
+        ssv2.read(FormatOptions(root))
     folder = make_ssv2_annotations(tmp_path / "ann")
     (folder / "validation.json").unlink()
     with pytest.raises(UserError, match="validation.json does not exist"):
-        ssv2.read(root, folder)
+        ssv2.read(FormatOptions(root, folder))

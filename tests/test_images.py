@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.formats import FORMATS
+from pipeline.data.formats import FORMATS, FormatOptions
 from pipeline.data.formats.stanford_dogs import breed_name
 from pipeline.files import read_csv
 
@@ -62,7 +62,7 @@ def test_stanford_dogs_official_mat_splits(tmp_path):
         test_cell[i, 0] = np.array([r])
     savemat(lists / "test_list.mat", {"file_list": test_cell})
 
-    result = FORMATS["stanford_dogs"].read(tmp_path, lists, 1)
+    result = FORMATS["stanford_dogs"].read(FormatOptions(tmp_path, lists, 1))
     splits = {r.path.name: (r.label, r.split) for r in result.rows}
     assert [s for _, s in splits.values()].count("train") == 4
     assert [s for _, s in splits.values()].count("test") == 2

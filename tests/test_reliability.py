@@ -509,7 +509,7 @@ def _expect_user_error_or_result(call) -> None:
 @FUZZ
 @given(class_ind=BYTES, train=BYTES, test=BYTES)
 def test_fuzz_ucf101_split_files(class_ind: bytes, train: bytes, test: bytes) -> None:
-    from pipeline.data.formats import ucf101
+    from pipeline.data.formats import FormatOptions, ucf101
 
     with tempfile.TemporaryDirectory() as d:
         root, lists = Path(d) / "UCF-101", Path(d) / "ucfTrainTestlist"
@@ -519,13 +519,13 @@ def test_fuzz_ucf101_split_files(class_ind: bytes, train: bytes, test: bytes) ->
         lists.mkdir()
         for name, data in (("classInd.txt", class_ind), ("trainlist01.txt", train), ("testlist01.txt", test)):
             (lists / name).write_bytes(data)
-        _expect_user_error_or_result(lambda: ucf101.read(root, lists, 1))
+        _expect_user_error_or_result(lambda: ucf101.read(FormatOptions(root, lists, 1)))
 
 
 @FUZZ
 @given(split=BYTES, name=st.sampled_from(["brush_hair", "a b", "x_test_split"]))
 def test_fuzz_hmdb51_split_files(split: bytes, name: str) -> None:
-    from pipeline.data.formats import hmdb51
+    from pipeline.data.formats import FormatOptions, hmdb51
 
     with tempfile.TemporaryDirectory() as d:
         root, lists = Path(d) / "hmdb51", Path(d) / "testTrainMulti_7030_splits"
@@ -533,14 +533,14 @@ def test_fuzz_hmdb51_split_files(split: bytes, name: str) -> None:
         (root / name / "v.avi").write_bytes(b"")
         lists.mkdir()
         (lists / f"{name}_test_split1.txt").write_bytes(split)
-        _expect_user_error_or_result(lambda: hmdb51.read(root, lists, 1))
+        _expect_user_error_or_result(lambda: hmdb51.read(FormatOptions(root, lists, 1)))
 
 
 @FUZZ
 @given(body=BYTES, header=st.sampled_from(["label,youtube_id,time_start,time_end,split\n",
                                            "youtube_id,label,split,time_end,time_start,is_cc\n", ""]))
 def test_fuzz_kinetics_csv(body: bytes, header: str) -> None:
-    from pipeline.data.formats import kinetics
+    from pipeline.data.formats import FormatOptions, kinetics
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d) / "k400"
@@ -548,7 +548,7 @@ def test_fuzz_kinetics_csv(body: bytes, header: str) -> None:
         (root / "train" / "abseiling" / "abc_000001_000011.mp4").write_bytes(b"")
         csv_file = Path(d) / "train.csv"
         csv_file.write_bytes(header.encode() + body)
-        _expect_user_error_or_result(lambda: kinetics.read(root, csv_file))
+        _expect_user_error_or_result(lambda: kinetics.read(FormatOptions(root, csv_file)))
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -565,7 +565,7 @@ ENTRY = st.fixed_dictionaries({"id": st.one_of(st.text(max_size=5), st.integers(
                         st.just({"Putting something down": "0"})),
        train=st.one_of(JSON, st.lists(ENTRY, max_size=4)), validation=st.one_of(BYTES, st.lists(ENTRY, max_size=3)))
 def test_fuzz_ssv2_annotations(labels, train, validation) -> None:
-    from pipeline.data.formats import ssv2
+    from pipeline.data.formats import FormatOptions, ssv2
 
     with tempfile.TemporaryDirectory() as d:
         root, ann = Path(d) / "videos", Path(d) / "labels"
@@ -576,7 +576,7 @@ def test_fuzz_ssv2_annotations(labels, train, validation) -> None:
         (ann / "train.json").write_text(json.dumps(train))
         data = validation if isinstance(validation, bytes) else json.dumps(validation).encode()
         (ann / "validation.json").write_bytes(data)
-        _expect_user_error_or_result(lambda: ssv2.read(root, ann))
+        _expect_user_error_or_result(lambda: ssv2.read(FormatOptions(root, ann)))
 
 
 @FUZZ

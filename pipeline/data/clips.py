@@ -1,5 +1,6 @@
 """The clips of one file, as ``vtl sample`` caches them: decode the frames the sampling picks (each
-at most once), resize while decoding, and stack the views; images are one-frame clips.
+at most once), resize while decoding, and stack the views; images are one-frame clips. A frame
+folder is read like a video file (``decoders`` picks its backend).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pipeline.errors import UserError
 
 
 def video_clips(row: dict[str, str], cfg: SamplingConfig, *, train: bool) -> np.ndarray:
-    views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"])
+    """uint8 (views, T, H, W, 3) of one manifest row (a video file or a frame folder).
+
+    The row's probed fps goes to the sampling: seconds-based options (``clip_seconds``,
+    ``target_fps``) need it; frame-count sampling ignores it.
+    """
+    fps = float(row.get("fps") or 0.0)
+    views = cfg.views(int(row["num_frames"]), train=train, video_id=row["id"], fps=fps)
     wanted = sorted({i for view in views for i in view})
     size = decoders.resized_size(int(row["height"]), int(row["width"]), cfg.short_side)
     frames = decoders.read(Path(row["path"]), wanted, size)
@@ -48,8 +55,8 @@ def load_views(path: Path, sampling: SamplingConfig) -> np.ndarray:
         info, backend = decoders.probe(path)
     except decoders.DecodeError:
         raise UserError(f"{path} is not a readable video or image") from None
-    row = {"id": path.name, "path": str(path), "num_frames": info.num_frames, "width": info.width,
-           "height": info.height, "decoder": backend}
+    row = {"id": path.name, "path": str(path), "num_frames": info.num_frames, "fps": info.fps,
+           "width": info.width, "height": info.height, "decoder": backend}
     try:
         return video_clips(row, sampling, train=False)
     except decoders.DecodeError as e:

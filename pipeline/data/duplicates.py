@@ -8,6 +8,7 @@ whose size matches a file of another split are hashed.
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,10 +25,13 @@ def content_hash(path: Path) -> str:
 
 
 def _size(path: str) -> int | None:
+    """The file's size; ``None`` for what is not compared: unreadable files and frame folders
+    (comparing those would mean hashing every frame)."""
     try:
-        return Path(path).stat().st_size
+        st = Path(path).stat()
     except OSError:
         return None
+    return None if stat.S_ISDIR(st.st_mode) else st.st_size
 
 
 def _digest(path: str) -> str | None:

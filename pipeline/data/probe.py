@@ -1,6 +1,8 @@
 """Media probing: frame count, fps, size, and a decode of the first, middle and last frame of
-every file, in a process pool with a per-file time limit, with a cache keyed by (path, size, mtime)
-so a re-run probes only new or changed files.
+every file (or frame folder), in a process pool with a per-file time limit, with a cache keyed
+by (path, size, mtime) so a re-run probes only new or changed files. A frame folder's key is
+the folder's own size and mtime, which change when frames are added or removed (not when one
+is rewritten in place).
 
 A file that cannot be used yields ``{"error": reason}`` (quarantined by ``vtl prepare``), never an
 exception.
@@ -9,10 +11,12 @@ exception.
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
 from pipeline.data import decoders
+from pipeline.data.decoders.frames_backend import DEFAULT_FPS
 from pipeline.data.formats.base import Row
 from pipeline.files import atomic_write
 from pipeline.parallel import TimedOut, run_pool
@@ -24,17 +28,21 @@ def probe_file(job: tuple[str, str]) -> dict[str, Any]:
     path_str, media = job
     path = Path(path_str)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as e:
         return {"error": f"unreadable: {e.strerror}"}
-    if size == 0:
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if is_dir and media == "image":
+        return {"error": "a folder, not an image"}
+    if not is_dir and st.st_size == 0:
         return {"error": "empty file (0 bytes)"}
     if media == "image":
         return _probe_image(path)
     try:
         info, backend = decoders.probe(path)
     except decoders.DecodeError as e:
-        return {"error": f"cannot decode: {e}"}
+        # A frame folder's reasons already say "frame folder: ..."
+        return {"error": str(e) if is_dir else f"cannot decode: {e}"}
     if info.width <= 0 or info.height <= 0:
         return {"error": "no picture size"}
     return {"num_frames": info.num_frames, "fps": round(info.fps, 3), "width": info.width,
@@ -97,8 +105,13 @@ class ProbeCache:
 
 
 def probe_rows(rows: list[Row], media: str, cache: ProbeCache, workers: int, timeout: float,
-               known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Probe results in ``rows`` order: ``known`` ones (by path), cached ones, then probed."""
+               known: dict[str, dict[str, Any]] | None = None,
+               frame_fps: float = DEFAULT_FPS) -> list[dict[str, Any]]:
+    """Probe results in ``rows`` order: ``known`` ones (by path), cached ones, then probed.
+
+    Frame folders carry no timing: their fps is ``frame_fps`` (``vtl prepare --fps``), set here
+    rather than in the probe so that a re-run with another ``--fps`` needs no new probe.
+    """
     known = known or {}
     results: list[dict[str, Any] | None] = [known.get(str(r.path)) or cache.get(r.path) for r in rows]
     todo = [i for i, r in enumerate(results) if r is None]
@@ -113,4 +126,10 @@ def probe_rows(rows: list[Row], media: str, cache: ProbeCache, workers: int, tim
         if done % 500 == 0:
             cache.save()  # keep progress if the stage is killed on a huge dataset
     cache.save()
-    return results  # type: ignore[return-value]
+    return [_with_fps(r, frame_fps) for r in results]  # type: ignore[arg-type]
+
+
+def _with_fps(result: dict[str, Any], fps: float) -> dict[str, Any]:
+    if result.get("decoder") != "frames":
+        return result
+    return {**result, "fps": round(float(fps), 3), "duration": round(result["num_frames"] / fps, 3)}

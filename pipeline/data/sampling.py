@@ -16,6 +16,9 @@ frames than the clip needs) are part of the contract, documented in
 * ``dense``: every clip of the ``random`` shape, starting every ``step``
   frames (default: one clip span), plus one clip ending on the last frame
   when the steps leave a tail, so the whole video is covered.
+
+``clip_seconds`` and ``target_fps`` sample by time instead of by frame count
+(:mod:`pipeline.data.timeline`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.data.timeline import resample_map, seconds_views
 from pipeline.errors import UserError
 from pipeline.options import check_choices, option
 
 SAMPLINGS = ("uniform", "random", "dense")
+DEFAULT_STRIDE = 2  # the frame step of random/dense clips when --stride is not given
 
 
 def uniform_indices(num_frames: int, n: int, *, train: bool, rng: np.random.Generator | None = None,
@@ -96,6 +101,10 @@ def _check(num_frames: int, n: int) -> None:
         raise UserError(f"--frames must be positive, got {n}")
 
 
+class NoFrameRate(ValueError):
+    """Seconds-based sampling of a video whose fps is unknown (0 or missing)."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How a workspace's clips are sampled: the clip cache's key (:attr:`key`)."""
@@ -103,38 +112,85 @@ class SamplingConfig:
     frames: int = option(8, "Frames per clip.")
     sampling: str = option("uniform", "uniform (TSN segments), random (contiguous at --stride) or dense (all "
                                       "clips).", choices=SAMPLINGS)
-    stride: int = option(2, "Frame step of random/dense clips.")
+    stride: int | None = option(None, f"Frame step of random/dense clips (default {DEFAULT_STRIDE}; not with "
+                                      "--clip-seconds, which spaces the frames by time).")
     short_side: int = option(128, "Resize so the short side is this many pixels (images: 256 unless given).",
                              show_default="128; images 256")
     clips_per_video: int = option(1, "Views per video: random draws for train, test views for val/test.")
     seed: int = option(0, "Seed of the random draws (per video, whatever the order or worker count).")
+    clip_seconds: float | None = option(None, "A clip covers this many seconds, whatever the video's fps (frames "
+                                              "spaced evenly in time; docs/data.md).")
+    target_fps: float | None = option(None, "Resample every video to this many frames per second before sampling "
+                                            "(Kinetics backbones expect ~25-30 fps motion).")
 
     def __post_init__(self) -> None:
         check_choices(self)
         for name in ("frames", "stride", "short_side", "clips_per_video"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("clip_seconds", "target_fps"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # also refuses NaN
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.clip_seconds is not None and self.stride is not None:
+            raise UserError("--clip-seconds spaces the frames over the clip's seconds: drop --stride")
+
+    @property
+    def step(self) -> int:
+        """The frame step of random/dense clips."""
+        return self.stride or DEFAULT_STRIDE
+
+    @property
+    def timed(self) -> bool:
+        """Sampled by time (needs each video's fps)."""
+        return self.clip_seconds is not None or self.target_fps is not None
 
     @property
     def key(self) -> str:
-        """Readable, unique folder name for this sampling."""
-        return (f"{self.sampling}-t{self.frames}-s{self.stride}-ss{self.short_side}"
-                f"-v{self.clips_per_video}-seed{self.seed}")
+        """Readable, unique folder name for this sampling (unchanged for frame-count sampling,
+        so caches made before the seconds options existed stay valid)."""
+        key = (f"{self.sampling}-t{self.frames}-s{self.step}-ss{self.short_side}"
+               f"-v{self.clips_per_video}-seed{self.seed}")
+        if self.clip_seconds is not None:
+            key += f"-cs{self.clip_seconds:g}"
+        if self.target_fps is not None:
+            key += f"-fps{self.target_fps:g}"
+        return key
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The cache's params.json entry: unset options left out, the frame step written out (as caches
+        made before the seconds options existed have it), so older caches still match."""
+        params = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.clip_seconds is None:
+            params["stride"] = self.step
+        return params
 
-    def views(self, num_frames: int, *, train: bool, video_id: str) -> list[list[int]]:
-        """All clips (lists of frame indices) to cache for one video."""
+    def views(self, num_frames: int, *, train: bool, video_id: str, fps: float | None = None) -> list[list[int]]:
+        """All clips (lists of frame indices) to cache for one video; ``fps`` is needed when timed."""
         rng = np.random.default_rng(_seed_for(self.seed, video_id))
+        if not self.timed:
+            return self._frame_views(num_frames, train=train, rng=rng)
+        if not fps or fps <= 0:
+            raise NoFrameRate("the video's frame rate is unknown: it cannot be sampled by --clip-seconds or "
+                              "--target-fps")
+        source = resample_map(num_frames, fps, self.target_fps) if self.target_fps else None
+        frames, rate = (len(source), self.target_fps) if source is not None else (num_frames, fps)
+        if self.clip_seconds is None:
+            views = self._frame_views(frames, train=train, rng=rng)
+        else:
+            views = seconds_views(frames, rate, sampling=self.sampling, frames=self.frames,
+                                  seconds=self.clip_seconds, train=train, rng=rng, num_views=self.clips_per_video)
+        return views if source is None else [source[view].tolist() for view in views]
+
+    def _frame_views(self, num_frames: int, *, train: bool, rng: np.random.Generator) -> list[list[int]]:
         v = self.clips_per_video
         if self.sampling == "uniform":
             return [uniform_indices(num_frames, self.frames, train=train, rng=rng, view=k, num_views=v)
                     for k in range(v)]
         if self.sampling == "random":
-            return [random_indices(num_frames, self.frames, self.stride, train=train, rng=rng, view=k,
+            return [random_indices(num_frames, self.frames, self.step, train=train, rng=rng, view=k,
                                    num_views=v) for k in range(v)]
-        return dense_indices(num_frames, self.frames, self.stride)
+        return dense_indices(num_frames, self.frames, self.step)
 
 
 def _seed_for(seed: int, video_id: str) -> int:

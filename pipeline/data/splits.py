@@ -17,29 +17,23 @@ from pipeline.data.formats.base import SPLITS
 from pipeline.errors import UserError
 
 
-def assign_splits(rows: list[dict], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """Stratified, deterministic split of the rows that have none; returns warnings.
+def assign_splits(rows: list[dict], val_fraction: float, test_fraction: float, seed: int,
+                  carve: tuple[str, ...] = ("val", "test")) -> list[str]:
+    """Carve the splits in ``carve`` out of the train pool, stratified and deterministic; returns warnings.
 
-    Per class, after a seeded shuffle: ``round(n × test_fraction)`` to test and
-    ``round(n × val_fraction)`` to val, at least one each when the fraction is
-    positive and the class has 3+ files. A format's official train/test split
-    is kept; its val is carved from train the same way. A class with fewer than
-    3 usable files keeps them all in train (with a warning).
+    The pool is every row in train or without a split (``carve`` comes from the format
+    reader: the splits its dataset does not define). Per class, after a seeded shuffle:
+    ``round(n × test_fraction)`` to test and ``round(n × val_fraction)`` to val when carved, at
+    least one each when the fraction is positive and the class has 3+ files; the rest (and every
+    row without a split) to train. A class with fewer than 3 files in the pool keeps them all in
+    train (with a warning).
     """
     warnings = []
-    need_split = [r for r in rows if not r["split"]]
+    fractions = (val_fraction if "val" in carve else 0.0, test_fraction if "test" in carve else 0.0)
     by_class: dict[str, list[dict]] = defaultdict(list)
-    if need_split:
-        for r in need_split:
+    for r in rows:
+        if r["split"] in ("", "train"):
             by_class[r["label"]].append(r)
-        fractions = (val_fraction, test_fraction)
-    else:
-        if any(r["split"] == "val" for r in rows) or val_fraction == 0:
-            return warnings
-        for r in rows:
-            if r["split"] == "train":
-                by_class[r["label"]].append(r)
-        fractions = (val_fraction, 0.0)
     for label in sorted(by_class):
         members = sorted(by_class[label], key=lambda r: r["path"])
         rng = np.random.default_rng([seed, int(hashlib.md5(label.encode()).hexdigest()[:8], 16)])

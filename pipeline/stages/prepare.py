@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.decoders.frames_backend import DEFAULT_FPS
 from pipeline.data.duplicates import cross_split_duplicates, leak_warning
 from pipeline.data.formats import FORMATS
-from pipeline.data.formats.base import Row
+from pipeline.data.formats.base import FormatOptions, Row
 from pipeline.data.probe import ProbeCache, probe_rows
 from pipeline.data.splits import assign_splits
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv, write_text
 from pipeline.options import check_choices, option
 from pipeline.parallel import DEFAULT_WORKERS
-from pipeline.progress import warn
+from pipeline.progress import echo, warn
 from pipeline.sharding import Shard, complete_shards
 from pipeline.workspace import Workspace
 
@@ -42,9 +43,27 @@ class PrepareConfig:
     seed: int = option(0, "Seed of the stratified split.")
     workers: int = option(DEFAULT_WORKERS, "Probe processes.")
     timeout: float = option(60.0, "Seconds allowed to probe one file (then it is quarantined).")
+    annotations: tuple[str, ...] = option(
+        (), "csv: an annotation file, [SPLIT=]FILE: a path,label[,split] CSV or '<path> <label>' lines, paths "
+            "relative to --root; repeat it for several files (docs/data.md).", multiple=True, metavar="[SPLIT=]FILE")
+    classes: Path | None = option(None, "csv: class names for integer labels, one per line (line 1 is label 0), "
+                                        "or '<index> <name>' lines (UCF101's classInd.txt).")
+    fps: float = option(DEFAULT_FPS, "Frame rate recorded for frame folders (numbered images carry no timing).")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        # One file may come as a plain string (YAML `annotations: a.csv`); keep a tuple of strings.
+        given = self.annotations
+        object.__setattr__(self, "annotations", (str(given),) if isinstance(given, (str, Path))
+                           else tuple(str(a) for a in given))
+        if self.format == "csv" and not self.annotations:
+            raise UserError("--format csv needs --annotations FILE (a path,label[,split] CSV or '<path> <label>' "
+                            "lines; repeat it for several files)")
+        for name in ("annotations", "classes"):
+            if self.format != "csv" and getattr(self, name):
+                raise UserError(f"--{name} is read by --format csv only (this is --format {self.format})")
+        if not self.fps > 0:
+            raise UserError(f"--fps must be positive, got {self.fps}")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -57,11 +76,6 @@ def video_id(path: Path) -> str:
     """A stable id for a file: the cache file name of its clips."""
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)[:40]
     return f"{stem}-{hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
-
-
-# ----------------------------------------------------------------------------- splits
-
-
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -82,8 +96,9 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
     fmt = FORMATS[cfg.format]
     # Absolute paths in the manifest: later stages may run from another directory.
     root = cfg.root.expanduser().resolve()
-    splits = cfg.splits.expanduser().resolve() if cfg.splits else None
-    result = fmt.read(root, splits, cfg.fold)
+    result = fmt.read(_format_options(cfg, root))
+    if result.layout:
+        echo(f"prepare: layout: {result.layout}")
     if not result.rows and not result.quarantined:
         raise UserError(f"no {fmt.media} files found under {cfg.root}")
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -92,7 +107,7 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
     with ws.lock("prepare"):
         cache = ProbeCache(ws.probe_cache)
         known = _shard_results(ws, cache, result.rows) if merge else {}
-        probes = probe_rows(result.rows, fmt.media, cache, cfg.workers, cfg.timeout, known)
+        probes = probe_rows(result.rows, fmt.media, cache, cfg.workers, cfg.timeout, known, cfg.fps)
         manifest, quarantine = _usable(result.rows, probes)
         quarantine = [{"path": p, "reason": reason} for p, reason in result.quarantined] + quarantine
         write_csv(ws.quarantine, ("path", "reason"), quarantine)
@@ -106,7 +121,8 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
             raise UserError(f"class {empty[0]!r} has no usable {fmt.media}" +
                             (f" (nor {len(empty) - 1} other classes)" if len(empty) > 1 else "") +
                             f"; see {ws.quarantine}")
-        warnings = assign_splits(manifest, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        warnings = assign_splits(manifest, cfg.val_fraction, cfg.test_fraction, cfg.seed, result.carve)
+        warnings += _check_train_classes(manifest, usable, ws)
         leaked = cross_split_duplicates(manifest)
         if leaked:
             warnings.append(leak_warning(leaked))
@@ -123,6 +139,33 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
     for w in warnings:
         warn(w)
     return summary
+
+
+def _format_options(cfg: PrepareConfig, root: Path) -> FormatOptions:
+    def absolute(p: Path | None) -> Path | None:
+        return p.expanduser().resolve() if p else None
+
+    return FormatOptions(root=root, splits=absolute(cfg.splits), fold=cfg.fold, annotations=cfg.annotations,
+                         classes=absolute(cfg.classes))
+
+
+IMBALANCE = 5  # largest / smallest class in train at which prepare suggests compensating
+
+
+def _check_train_classes(manifest: list[dict], classes: set[str], ws: Workspace) -> list[str]:
+    """Every class needs train files (an error otherwise); a warning when train is imbalanced."""
+    counts = Counter(r["label"] for r in manifest if r["split"] == "train")
+    untrained = sorted(classes - set(counts))
+    if untrained:
+        raise UserError(f"class {untrained[0]!r} has no usable train file" +
+                        (f" (nor {len(untrained) - 1} other classes)" if len(untrained) > 1 else "") +
+                        f": every class needs training examples; see {ws.quarantine}")
+    ordered = sorted(counts.items())
+    (big, n_big), (small, n_small) = max(ordered, key=lambda kv: kv[1]), min(ordered, key=lambda kv: kv[1])
+    if n_big >= IMBALANCE * n_small:
+        return [f"classes are imbalanced: {big!r} has {n_big} train files, {small!r} {n_small} "
+                f"({n_big / n_small:.1f}x); `vtl train --class-weights auto` or `--sampler balanced` compensates"]
+    return []
 
 
 def _usable(rows: list[Row], probes: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -159,7 +202,7 @@ def _prepare_shard(ws: Workspace, cfg: PrepareConfig, media: str, root: Path, ro
         cache = ProbeCache(ws.shard_probe_cache(shard))
         merged = ProbeCache(ws.probe_cache)
         known = {str(r.path): hit for r in mine if (hit := merged.get(r.path)) is not None}
-        probes = probe_rows(mine, media, cache, cfg.workers, cfg.timeout, known)
+        probes = probe_rows(mine, media, cache, cfg.workers, cfg.timeout, known, cfg.fps)
         manifest, quarantine = _usable(mine, probes)
         write_csv(ws.shard_manifest(shard), MANIFEST_COLUMNS, manifest)
         write_csv(ws.shard_quarantine(shard), ("path", "reason"), quarantine)  # last: the shard is done

@@ -21,6 +21,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.formats.csvlist import parse_spec
 from pipeline.data.sampling import SamplingConfig
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
@@ -62,7 +63,10 @@ def load_plan(path: Path) -> Plan:
     plan = Plan(workspace=_path(data["workspace"], base))
     if "prepare" in data:
         section = _section(data, "prepare", path)
-        section.update({k: _path(section[k], base) for k in ("root", "splits") if section.get(k) is not None})
+        section.update({k: _path(section[k], base) for k in ("root", "splits", "classes")
+                        if section.get(k) is not None})
+        if "annotations" in section:
+            section["annotations"] = _annotation_paths(section["annotations"], base, f"{path}: prepare")
         plan.prepare = build(PrepareConfig, section, f"{path}: prepare")
     if "sample" in data:
         section = _section(data, "sample", path)
@@ -104,6 +108,19 @@ def run_file(path: Path) -> dict[str, Any]:
         results["report"] = write_report(ws)
         echo(f"report: {results['report']}")
     return results
+
+
+def _annotation_paths(value: Any, base: Path, where: str) -> tuple[str, ...]:
+    """``annotations``: one ``[SPLIT=]FILE`` or a list of them, FILE relative to the config's folder."""
+    specs = [value] if isinstance(value, str) else value
+    if not isinstance(specs, list) or not all(isinstance(v, str) for v in specs):
+        raise UserError(f"{where}: annotations must be a file or a list of files ([SPLIT=]FILE)")
+    out = []
+    for spec in specs:
+        split, file = parse_spec(spec)
+        file = file if file.is_absolute() else base / file
+        out.append(f"{split}={file}" if split else str(file))
+    return tuple(out)
 
 
 def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:

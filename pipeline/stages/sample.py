@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.data import decoders
 from pipeline.data.cache import ClipCache
 from pipeline.data.clips import image_clip, video_clips
-from pipeline.data.sampling import SamplingConfig
+from pipeline.data.sampling import NoFrameRate, SamplingConfig
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv
 from pipeline.options import option
@@ -43,7 +43,7 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
     cfg = SamplingConfig(**job["sampling"])
     cache = ClipCache(Path(job["cache"]))
     row = job["row"]
-    if not Path(row["path"]).is_file():
+    if not Path(row["path"]).exists():  # a file, or a frame folder
         return {"error": "sample: file missing (moved or deleted since prepare?)"}
     try:
         if job["media"] == "image":
@@ -52,6 +52,8 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
             clips = video_clips(row, cfg, train=row["split"] == "train")
     except decoders.DecodeError as e:
         return {"error": f"sample: cannot decode: {e}"}
+    except NoFrameRate as e:
+        return {"error": f"sample: {e}"}
     except FileNotFoundError:
         return {"error": "sample: file missing (moved or deleted since prepare?)"}
     except OSError as e:
@@ -62,7 +64,7 @@ def sample_video(job: dict[str, Any]) -> dict[str, Any]:
 
 
 
-VIDEO_ONLY = ("frames", "sampling", "stride", "clips_per_video")
+VIDEO_ONLY = ("frames", "sampling", "stride", "clips_per_video", "clip_seconds", "target_fps")
 
 
 def sampling_for(ws: Workspace, given: dict[str, Any]) -> SamplingConfig:

@@ -1,7 +1,8 @@
 """Video decoders behind one interface (``Decoder``), one module per backend.
 
 ``probe`` and ``read`` try a preferred backend and fall back to the other, so a
-file one backend cannot handle is retried before it is quarantined.
+file one backend cannot handle is retried before it is quarantined. A folder
+(of numbered images: a frame folder) has one backend, ``frames``, and no fallback.
 
 Both prefer PyAV, so the reader that samples a file is the one that counted its
 frames: PyAV numbers frames exactly as a sequential decode does, and its indexed
@@ -20,12 +21,14 @@ import numpy as np
 
 from pipeline.data.decoders.base import DecodeError, Decoder, VideoInfo, resized_size
 from pipeline.data.decoders.decord_backend import DecordDecoder
+from pipeline.data.decoders.frames_backend import FrameFolderDecoder
 from pipeline.data.decoders.pyav_backend import PyAVDecoder
 from pipeline.errors import UserError
 
 __all__ = ["DecodeError", "Decoder", "VideoInfo", "BACKENDS", "get_decoder", "probe", "read", "resized_size"]
 
-BACKENDS = {"decord": DecordDecoder, "pyav": PyAVDecoder}
+BACKENDS = {"decord": DecordDecoder, "pyav": PyAVDecoder, "frames": FrameFolderDecoder}
+VIDEO_BACKENDS = ("decord", "pyav")
 
 
 def get_decoder(name: str, num_threads: int = 1) -> Decoder:
@@ -41,9 +44,11 @@ DECORD_INEXACT = frozenset({".avi"})
 
 
 def _chain(backend: str, path: Path) -> list[str]:
+    if path.is_dir():
+        return ["frames"]
     if backend == "decord" and path.suffix.lower() in DECORD_INEXACT:
         backend = "pyav"
-    return [backend] + [b for b in ("decord", "pyav") if b != backend]
+    return [backend] + [b for b in VIDEO_BACKENDS if b != backend]
 
 
 def probe(path: Path, backend: str = "pyav") -> tuple[VideoInfo, str]:

@@ -1,5 +1,5 @@
 """Dataset-format readers: one module per format, each exposing
-``read(root, splits=None, fold=1) -> FormatResult``.
+``read(opts: FormatOptions) -> FormatResult``.
 
 ``FORMATS`` maps the ``--format`` name to its reader and media kind.
 """
@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pipeline.data.formats import folder, hmdb51, images, kinetics, ssv2, stanford_dogs, ucf101
-from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats import csvlist, folder, hmdb51, images, kinetics, ssv2, stanford_dogs, ucf101
+from pipeline.data.formats.base import FormatOptions, FormatResult, Row
 
-__all__ = ["FORMATS", "FormatResult", "Row", "FormatSpec"]
+__all__ = ["FORMATS", "FormatOptions", "FormatResult", "Row", "FormatSpec"]
 
 
 @dataclass(frozen=True)
 class FormatSpec:
     name: str
     media: str  # "video" or "image"
-    read: Callable[[Path, Path | None, int], FormatResult]
+    read: Callable[[FormatOptions], FormatResult]
 
 
 FORMATS: dict[str, FormatSpec] = {
     "folder": FormatSpec("folder", "video", folder.read),
+    "csv": FormatSpec("csv", "video", csvlist.read),
     "ucf101": FormatSpec("ucf101", "video", ucf101.read),
     "hmdb51": FormatSpec("hmdb51", "video", hmdb51.read),
     "kinetics": FormatSpec("kinetics", "video", kinetics.read),

@@ -1,4 +1,5 @@
-"""Helpers shared by the dataset-format readers: list files, split folders, walking a tree."""
+"""Helpers shared by the dataset-format readers: list files, split folders, walking a tree
+(with or without frame folders)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.data.formats.base import VIDEO_EXTENSIONS
+from pipeline.data.formats.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from pipeline.data.formats.frames import is_frame_name
 from pipeline.errors import UserError
 
 FOLDS = (1, 2, 3)
@@ -85,6 +87,60 @@ def walk_files(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
         for name in sorted(filenames):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
                 yield Path(dirpath) / name
+
+
+def walk_entries(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
+                 seen: set[tuple[int, int]] | None = None, skipped: list[Path] | None = None,
+                 unreadable: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
+    """Like :func:`walk_files`, but a folder below ``root`` may itself be an entry: a frame folder.
+
+    How a folder is told apart (docs/data.md, "Frame folders"), checked in this order:
+
+    1. it holds video files: a group folder, walked (images beside the videos are ignored);
+    2. it holds numbered images (``img_00001.jpg``, ``00001.png``): a frame folder, yielded
+       and not entered (sub-folders of a frame folder, e.g. extracted flow, are not videos);
+    3. it holds sub-folders: a group folder, walked;
+    4. it is empty, or holds only images without a number: a frame folder that went wrong
+       (an extraction that wrote nothing), yielded so that probing quarantines it with its reason;
+    5. anything else (only text files, say) is ignored, as before.
+
+    A folder that cannot be listed is appended to ``unreadable`` with the reason.
+    """
+    seen = set() if seen is None else seen
+    top = root.resolve()
+    seen.update(inode(p) for p in (top, *top.parents))
+
+    def failed(err: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(err.filename), f"cannot list folder: {err.strerror or err}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=failed):
+        if dirpath != str(root):
+            key = inode(dirpath)
+            if key in seen:
+                dirnames[:] = []
+                if skipped is not None:
+                    skipped.append(Path(dirpath))
+                continue
+            seen.add(key)
+        visible = [n for n in filenames if not n.startswith(".")]
+        videos = sorted(n for n in visible if os.path.splitext(n)[1].lower() in extensions)
+        if dirpath != str(root) and not videos and _is_frame_folder(visible, dirnames):
+            dirnames[:] = []
+            yield Path(dirpath)
+            continue
+        dirnames.sort()
+        for name in videos:
+            yield Path(dirpath) / name
+
+
+def _is_frame_folder(files: list[str], dirnames: list[str]) -> bool:
+    """Rules 2 and 4 of :func:`walk_entries` (the folder holds no video)."""
+    if any(is_frame_name(n) for n in files):
+        return True
+    if any(not d.startswith(".") for d in dirnames):
+        return False
+    return all(os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS for n in files)
 
 
 def require_fold(fold: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats.base import FormatOptions, FormatResult, Row
 from pipeline.data.formats.common import (
     MISSING,
     find_splits_dir,
@@ -31,14 +31,14 @@ CODES = {"0": "", "1": "train", "2": "test"}  # "" = not used in this fold
 NO_CLASS = "class folder missing"
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    """Rows of fold ``fold`` from every ``<class>_test_split<fold>.txt``."""
-    root = Path(root)
+def read(opts: FormatOptions) -> FormatResult:
+    """Rows of fold ``opts.fold`` from every ``<class>_test_split<fold>.txt``."""
+    root, splits, fold = Path(opts.root), opts.splits, opts.fold
     require_root(root)
     require_fold(fold)
     split_files = _split_files(root, Path(splits) if splits else None, fold)
     class_dirs = {p.name.casefold(): p for p in root.iterdir() if p.is_dir()}
-    result = FormatResult()
+    result = FormatResult(carve=("val",))  # the official folds define train and test
     for label, file in split_files:
         class_dir = class_dirs.get(label.casefold())
         if class_dir is None:

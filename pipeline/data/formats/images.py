@@ -1,13 +1,13 @@
-"""``root/<class>/<image>``: one folder per class of images, no official split."""
+"""``root/<class>/<image>`` or ``root/<split>/<class>/<image>``: folders of images (see ``folder``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.formats.base import IMAGE_EXTENSIONS, FormatResult
-from pipeline.data.formats.folder import list_class_folders
+from pipeline.data.formats.base import IMAGE_EXTENSIONS, FormatOptions, FormatResult
+from pipeline.data.formats.folder import read_layout
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    """Read an image-folder dataset; ``splits`` and ``fold`` are unused."""
-    return list_class_folders(root, IMAGE_EXTENSIONS)
+def read(opts: FormatOptions) -> FormatResult:
+    """An image-folder dataset, with or without split folders (no frame folders: images are samples)."""
+    return read_layout(Path(opts.root), IMAGE_EXTENSIONS, frame_folders=False)

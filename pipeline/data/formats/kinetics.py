@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats.base import FormatOptions, FormatResult, Row
 from pipeline.data.formats.common import require_root, walk_videos
 from pipeline.errors import UserError
 
@@ -41,17 +41,19 @@ class Clip(NamedTuple):
         return f"{self.youtube_id}_{self.start:06d}_{self.end:06d}"
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    """Rows for every clip of the CSV(s) in ``splits``; ``fold`` is unused."""
-    root = Path(root)
+def read(opts: FormatOptions) -> FormatResult:
+    """Rows for every clip of the CSV(s) in ``opts.splits``; ``opts.fold`` is unused."""
+    root, splits = Path(opts.root), opts.splits
     require_root(root)
     if splits is None:
         raise UserError("format kinetics needs --splits <annotation CSV or folder of CSVs>")
     csv_files = _csv_files(Path(splits))
     videos = index_videos_by_stem(root)
     result = FormatResult()
+    listed: set[str] = set()
     for file in csv_files:
         for clip in read_csv(file):
+            listed.add(clip.split)
             stem = clip.stem
             path = _pick(videos.get(stem) or videos.get(clip.youtube_id) or [], clip)
             if path is None:
@@ -60,6 +62,9 @@ def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
                 result.quarantined.append((where, MISSING))
             else:
                 result.rows.append(Row(path=path, label=clip.label, split=clip.split))
+    # The CSVs given define their splits (even if every file of one is missing); only val
+    # is ever carved (a lone train.csv), as the test split of Kinetics is its own download.
+    result.carve = () if "val" in listed else ("val",)
     return result
 
 

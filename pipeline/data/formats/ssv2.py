@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats.base import FormatOptions, FormatResult, Row
 from pipeline.data.formats.common import require_root
 from pipeline.data.formats.kinetics import index_videos_by_stem
 from pipeline.errors import UserError
@@ -33,14 +33,14 @@ ANNOTATIONS = (("train.json", "train"), ("validation.json", "test"))
 MISSING = "listed in annotations but missing on disk"
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    """Rows of ``train.json`` (train) and ``validation.json`` (test); ``fold`` is unused."""
-    root = Path(root)
+def read(opts: FormatOptions) -> FormatResult:
+    """Rows of ``train.json`` (train) and ``validation.json`` (test); ``opts.fold`` is unused."""
+    root, splits = Path(opts.root), opts.splits
     require_root(root)
     folder = _find_annotations(root, Path(splits) if splits else None)
     labels = _read_labels(folder / "labels.json")
     videos = index_videos_by_stem(root)
-    result = FormatResult()
+    result = FormatResult(carve=("val",))
     for name, split in ANNOTATIONS:
         for video_id, label in _read_annotations(folder / name, labels):
             found = videos.get(video_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.formats.base import IMAGE_EXTENSIONS, FormatResult, Row
+from pipeline.data.formats.base import IMAGE_EXTENSIONS, FormatOptions, FormatResult, Row
 from pipeline.data.formats.folder import list_class_folders
 from pipeline.errors import UserError
 
@@ -65,14 +65,15 @@ def _mat_paths(file: Path) -> list[str]:
     return [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(mat["file_list"]).ravel()]
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    images = _images_dir(root)
+def read(opts: FormatOptions) -> FormatResult:
+    splits = opts.splits
+    images = _images_dir(Path(opts.root))
     listed = list_class_folders(images, IMAGE_EXTENSIONS)
     rows = [Row(r.path, breed_name(r.label)) for r in listed.rows]
     if splits is None:
         return FormatResult(rows=rows, quarantined=listed.quarantined)
     by_rel = {r.path.relative_to(images).as_posix(): r for r in rows}
-    result = FormatResult(quarantined=list(listed.quarantined))
+    result = FormatResult(quarantined=list(listed.quarantined), carve=("val",))
     for split, file in _mat_files(splits).items():
         for rel in _mat_paths(file):
             row = by_rel.get(rel)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from pipeline.data.formats.base import FormatResult, Row
+from pipeline.data.formats.base import FormatOptions, FormatResult, Row
 from pipeline.data.formats.common import (
     MISSING,
     find_splits_dir,
@@ -30,15 +30,15 @@ from pipeline.errors import UserError
 SPLITS_DIR = "ucfTrainTestlist"
 
 
-def read(root: Path, splits: Path | None = None, fold: int = 1) -> FormatResult:
-    """Rows of fold ``fold``: ``trainlist0<fold>`` → train, ``testlist0<fold>`` → test."""
-    root = Path(root)
+def read(opts: FormatOptions) -> FormatResult:
+    """Rows of fold ``opts.fold``: ``trainlist0<fold>`` → train, ``testlist0<fold>`` → test."""
+    root, splits, fold = Path(opts.root), opts.splits, opts.fold
     require_root(root)
     require_fold(fold)
     folder = find_splits_dir(root, Path(splits) if splits else None, SPLITS_DIR, "classInd.txt")
     classes = _read_class_index(folder / "classInd.txt")
     tree = _CaseInsensitiveTree(root)
-    result = FormatResult()
+    result = FormatResult(carve=("val",))  # the official folds define train and test
     for split, list_name in (("train", f"trainlist0{fold}.txt"), ("test", f"testlist0{fold}.txt")):
         for rel, label in _read_split_list(folder / list_name, classes, labelled=split == "train"):
             path = tree.find(rel)
