@@ -28,7 +28,7 @@ from pipeline.data.sampling import SamplingConfig
 from pipeline.errors import UserError
 from pipeline.files import read_csv
 from pipeline.stages.prepare import PrepareConfig, run_prepare
-from pipeline.stages.sample import run_sample
+from pipeline.stages.sample import SampleConfig, run_sample
 from pipeline.workspace import Workspace
 
 CLASSES = ["rise", "slide_left", "slide_right"]  # tiny_dataset's
@@ -290,7 +290,7 @@ def test_prepare_config_checks_the_csv_options(tmp_path: Path) -> None:
 
 
 def test_config_file_paths_of_annotations_are_relative_to_it(tmp_path: Path) -> None:
-    from pipeline.config import load_plan
+    from pipeline.stages.run import load_plan
 
     (tmp_path / "run.yaml").write_text("workspace: ws\nprepare:\n  format: csv\n  root: data\n"
                                        "  annotations: [train=lists/a.txt, b.csv]\n  classes: names.txt\n")
@@ -365,7 +365,7 @@ def test_frame_folders_in_the_folder_layout(tmp_path: Path, tiny_dataset: Path) 
     assert reasons["empty"] == "frame folder: empty"
     assert reasons["broken"].startswith("frame folder: cannot read 00003.png")
     cfg = SamplingConfig(frames=4, short_side=24)
-    run_sample(ws, cfg, workers=0)
+    run_sample(ws, cfg, SampleConfig(workers=0))
     cache = ClipCache(ws.clips_dir(cfg.key))
     for r in manifest(ws):
         if r["decoder"] == "frames" and r["split"] != "train":  # centre of 4 segments: frames 1, 4, 7, 10

@@ -18,7 +18,7 @@ from pipeline.data.timeline import resample_map, seconds_views
 from pipeline.errors import UserError
 from pipeline.files import read_csv
 from pipeline.stages.prepare import PrepareConfig, run_prepare
-from pipeline.stages.sample import run_sample
+from pipeline.stages.sample import SampleConfig, run_sample
 from pipeline.workspace import Workspace
 
 SPEED = 60  # pixels per second
@@ -74,7 +74,7 @@ def test_clip_seconds_cover_the_same_moments_at_30_and_60_fps(bars, sampling: st
 def test_frame_count_sampling_differs_between_frame_rates(bars) -> None:
     """Why the options exist: 8 consecutive frames are 0.27 s at 30 fps but 0.13 s at 60 fps."""
     _, rows = bars
-    cfg = SamplingConfig(sampling="random", frames=8, short_side=16)
+    cfg = SamplingConfig(sampling="random", frames=8, stride=1, short_side=16)
     span30, span60 = (np.ptp(sampled(rows[fps], cfg)) for fps in (30, 60))
     assert (span30, span60) == (14, 7)
 
@@ -92,16 +92,16 @@ def test_target_fps_resamples_before_sampling(bars) -> None:
 def test_sample_stage_caches_by_seconds(bars) -> None:
     ws, rows = bars
     cfg = SamplingConfig(frames=4, short_side=16, clip_seconds=1.0, target_fps=20)
-    result = run_sample(ws, cfg, workers=0)
-    assert result["key"] == "uniform-t4-s1-ss16-v1-seed0-cs1-fps20" and result["videos"] == 2
-    default = run_sample(ws, SamplingConfig(frames=4, short_side=16), workers=0)
+    result = run_sample(ws, cfg, SampleConfig(workers=0))
+    assert result["key"] == "uniform-t4-s2-ss16-v1-seed0-cs1-fps20" and result["videos"] == 2
+    default = run_sample(ws, SamplingConfig(frames=4, short_side=16), SampleConfig(workers=0))
     params = (Path(default["path"]) / "params.json").read_text()
     assert "clip_seconds" not in params and "target_fps" not in params  # as caches made before the options
 
 
 def test_sampling_config_keys_and_checks() -> None:
     assert SamplingConfig(frames=16, stride=2).key == "uniform-t16-s2-ss128-v1-seed0"  # unchanged
-    assert SamplingConfig(frames=16, clip_seconds=2.5, target_fps=15).key == "uniform-t16-s1-ss128-v1-seed0-cs2.5-fps15"
+    assert SamplingConfig(frames=16, clip_seconds=2.5, target_fps=15).key == "uniform-t16-s2-ss128-v1-seed0-cs2.5-fps15"
     assert "clip_seconds" not in SamplingConfig().to_dict()
     assert SamplingConfig(**SamplingConfig(clip_seconds=2.0).to_dict()).clip_seconds == 2.0
     with pytest.raises(UserError, match="--clip-seconds must be positive"):
