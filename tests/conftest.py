@@ -22,6 +22,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def _loud_status_lines():
+    """``vtl --quiet`` run in-process (CliRunner) silences ``progress.echo`` for the whole process:
+    undo it, so a test reading status lines does not depend on which test ran before it."""
+    from pipeline.progress import set_quiet
+
+    set_quiet(False)
+    yield
+    set_quiet(False)
+
+
 # ----------------------------------------------------------------------------- tiny synthetic data, CLI helpers
 
 TINY_CLASSES = 3

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.data.formats.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -71,18 +71,7 @@ def walk_files(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
     caller, e.g. the other class folders) is not entered, and is appended to
     ``skipped``. ``root`` itself is always walked.
     """
-    seen = set() if seen is None else seen
-    top = root.resolve()
-    seen.update(inode(p) for p in (top, *top.parents))  # a link back up would walk forever
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        if dirpath != str(root):
-            key = inode(dirpath)
-            if key in seen:
-                dirnames[:] = []
-                if skipped is not None:
-                    skipped.append(Path(dirpath))
-                continue
-            seen.add(key)
+    for dirpath, dirnames, filenames in _walk_once(root, seen, skipped):
         dirnames.sort()
         for name in sorted(filenames):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
@@ -106,23 +95,11 @@ def walk_entries(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
 
     A folder that cannot be listed is appended to ``unreadable`` with the reason.
     """
-    seen = set() if seen is None else seen
-    top = root.resolve()
-    seen.update(inode(p) for p in (top, *top.parents))
-
     def failed(err: OSError) -> None:
         if unreadable is not None:
             unreadable.append((Path(err.filename), f"cannot list folder: {err.strerror or err}"))
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=failed):
-        if dirpath != str(root):
-            key = inode(dirpath)
-            if key in seen:
-                dirnames[:] = []
-                if skipped is not None:
-                    skipped.append(Path(dirpath))
-                continue
-            seen.add(key)
+    for dirpath, dirnames, filenames in _walk_once(root, seen, skipped, onerror=failed):
         visible = [n for n in filenames if not n.startswith(".")]
         videos = sorted(n for n in visible if os.path.splitext(n)[1].lower() in extensions)
         if dirpath != str(root) and not videos and _is_frame_folder(visible, dirnames):
@@ -132,6 +109,25 @@ def walk_entries(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
         dirnames.sort()
         for name in videos:
             yield Path(dirpath) / name
+
+
+def _walk_once(root: Path, seen: set[tuple[int, int]] | None, skipped: list[Path] | None,
+               onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` following links, but entering each real folder once: a link to ``root``, to one of
+    its ancestors (a loop) or to a folder in ``seen`` is not entered and is appended to ``skipped``."""
+    seen = set() if seen is None else seen
+    top = root.resolve()
+    seen.update(inode(p) for p in (top, *top.parents))  # a link back up would walk forever
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        if dirpath != str(root):
+            key = inode(dirpath)
+            if key in seen:
+                dirnames[:] = []
+                if skipped is not None:
+                    skipped.append(Path(dirpath))
+                continue
+            seen.add(key)
+        yield dirpath, dirnames, filenames
 
 
 def _is_frame_folder(files: list[str], dirnames: list[str]) -> bool:
