@@ -46,8 +46,12 @@ BENCHMARK_RUN_PREFIX = "bench-"
 class Workspace:
     """Paths of one workspace. Creating the object touches nothing on disk."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, runs_root: Path | str | None = None):
         self.root = Path(root)
+        # Where training writes (train/, eval/, features/, the lock): the workspace itself, or, for a
+        # source dataset that `vtl benchmark` pretrains on, a folder of the target's benchmark, so
+        # that the source's workspace is only read.
+        self.runs_root = self.root if runs_root is None else Path(runs_root)
 
     # -- files written by prepare ------------------------------------------------
     @property
@@ -95,19 +99,19 @@ class Workspace:
         self.update_info(samplings=samplings)
 
     def features(self, key: str) -> FeatureCache:
-        return FeatureCache(self.root / "features" / key)
+        return FeatureCache(self.runs_root / "features" / key)
 
     def run(self, name: str) -> RunFolder:
-        return RunFolder(self.root / "train" / name, self.root / "eval" / name)
+        return RunFolder(self.runs_root / "train" / name, self.runs_root / "eval" / name)
 
     def evaluated_runs(self) -> list[RunFolder]:
         """Every run with evaluation metrics, by name."""
-        names = sorted(p.name for p in (self.root / "eval").glob("*") if p.is_dir())
+        names = sorted(p.name for p in (self.runs_root / "eval").glob("*") if p.is_dir())
         return [run for run in map(self.run, names) if run.is_evaluated]
 
     def trained_runs(self) -> list[RunFolder]:
         """Every run with a ``best.pt``, oldest first."""
-        runs = [self.run(p.name) for p in (self.root / "train").glob("*") if p.is_dir()]
+        runs = [self.run(p.name) for p in (self.runs_root / "train").glob("*") if p.is_dir()]
         return sorted((r for r in runs if r.is_trained), key=lambda r: r.best.stat().st_mtime)
 
     def latest_run(self) -> RunFolder:
@@ -201,13 +205,13 @@ class Workspace:
         files), plus an exclusive lock of its own shard, so the same shard
         cannot run twice. An unsharded stage or a merge still excludes them all.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        main = (self.root / ".lock").resolve()
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        main = (self.runs_root / ".lock").resolve()
         if shard is None:
             with _flock(main, fcntl.LOCK_EX, f"`vtl {stage}` (pid {os.getpid()})", self._busy):
                 yield
             return
-        own = (self.root / f".lock.{stage}.{shard.tag}").resolve()
+        own = (self.runs_root / f".lock.{stage}.{shard.tag}").resolve()
         with _flock(main, fcntl.LOCK_SH, None, self._busy), \
                 _flock(own, fcntl.LOCK_EX, f"`vtl {stage} --shard {shard}` (pid {os.getpid()})", self._busy):
             yield
@@ -216,12 +220,12 @@ class Workspace:
         """The error for a lock file held by another process, naming the holder from the text
         holders write into their lock files (sharded runs write only into their own)."""
         holder = "another process"
-        for p in [path, *sorted(self.root.glob(".lock.*"))]:
+        for p in [path, *sorted(self.runs_root.glob(".lock.*"))]:
             with contextlib.suppress(OSError):
                 if text := p.read_text().strip():
                     holder = text
                     break
-        return UserError(f"workspace {self.root} is busy: {holder} is writing to it")
+        return UserError(f"workspace {self.runs_root} is busy: {holder} is writing to it")
 
 
 @contextlib.contextmanager

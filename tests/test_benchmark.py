@@ -337,7 +337,7 @@ def test_parallel_cells_run_in_subprocesses_and_extend_the_grid(bench) -> None:
     result = _invoke("benchmark", ws, "--sources", sources, "--strategies", "linear", "--fractions", "0.5,1",
                      "--seeds", "1", "--max-parallel", "2")
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert "started bench-shuffled-linear-f0.5-s0 (pid" in result.stderr
+    assert "started train bench-shuffled-linear-f0.5-s0 (pid" in result.stderr
     logs = {p.name for p in (ws / "benchmark" / "logs").glob("*.log")}
     assert {"bench-shuffled-linear-f0.5-s0.log", "bench-resnet18-scratch-f0.5-s0.log"} <= logs
     rows = _results(ws)

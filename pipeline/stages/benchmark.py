@@ -22,7 +22,7 @@ features linear cells need are extracted by the parent first).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
 import threading
@@ -32,11 +32,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from pipeline.benchmark.config import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, BenchmarkConfig
-from pipeline.benchmark.grid import Cell, cells_to_run, plan
+from pipeline.benchmark.grid import cells_to_run, plan
 from pipeline.benchmark.results import FAILED, RESULT_COLUMNS, collect_results, csv_row
-from pipeline.benchmark.runner import run_cells
+from pipeline.benchmark.runner import run_tasks
 from pipeline.benchmark.scores import TRANSFER_COLUMNS, compute_transferability
 from pipeline.benchmark.sources import check_weights, load_sources
+from pipeline.benchmark.tasks import TEST, TRAIN, Task, task_workspace
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.files import write_csv
@@ -50,7 +51,7 @@ from pipeline.workspace import Workspace
 __all__ = ["BenchmarkConfig", "run_benchmark"]
 
 # How a child process runs one cell: this module's entry point.
-CHILD_COMMAND = (sys.executable, "-m", "pipeline.stages.benchmark", "cell")
+CHILD_COMMAND = (sys.executable, "-m", "pipeline.stages.benchmark", "task")
 
 
 def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
         write_csv(out / "transferability.csv", TRANSFER_COLUMNS, scores)
         todo = cells_to_run(ws, cells, force=cfg.force)
         echo(f"benchmark: {len(cells) - len(todo)} cell(s) done before, {len(todo)} to run")
-        run_cells(ws, todo, max_parallel=cfg.max_parallel, run_cell=run_cell, child_command=CHILD_COMMAND)
+        tasks = [Task(TRAIN, c.run, dataclasses.asdict(c.train_config()), restart=restart) for c, restart in todo]
+        run_tasks(ws, tasks, max_parallel=cfg.max_parallel, run_task=run_task, child_command=CHILD_COMMAND)
         rows = add_transfer_gains(collect_results(ws, cells))
         write_csv(out / "results.csv", RESULT_COLUMNS, [csv_row(r) for r in rows])
         failed = [r for r in rows if r["status"] == FAILED]
@@ -87,25 +89,26 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
             "cells": len(cells), "ran": len(todo), "seconds": time.perf_counter() - t0}
 
 
-def run_cell(ws: Workspace, cell: Cell, restart: bool) -> None:
-    """Train and evaluate one cell in this process."""
-    _train_and_evaluate(ws, cell.train_config(), restart)
-
-
-def _train_and_evaluate(ws: Workspace, cfg: TrainConfig, restart: bool) -> bool:
-    """Train and evaluate one cell; a failure (bad input or checkpoint, a diverged loss, out of
-    memory, ...) is recorded in its run folder and ends only this cell. True when it finished."""
-    run = ws.run(cfg.run_name)
+def run_task(ws: Workspace, task: Task) -> bool:
+    """Run one task in this process; a failure (bad input or checkpoint, a diverged loss, out of
+    memory, ...) is recorded in its run folder and ends only this task. True when it finished."""
+    ws = task_workspace(ws, task)
+    run = ws.run(task.run)
     run.forget_failure()
-    if restart:
-        run.forget_eval()  # a retrained cell is not done until it is evaluated again
     try:
-        run_train(ws, cfg, restart=restart)
-        run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test"))
-    except Exception as e:  # noqa: BLE001 - any failure of one cell is that cell's, never the grid's
+        if task.kind == TEST:
+            run_evaluate(ws, EvaluateConfig(**task.config))
+            return True
+        cfg = TrainConfig(**task.config)
+        if task.restart:
+            run.forget_eval()  # a retrained cell is not done until it is evaluated again
+        run_train(ws, cfg, restart=task.restart)
+        if task.kind == TRAIN and task.test:
+            run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test"))
+    except Exception as e:  # noqa: BLE001 - any failure of one task is that task's, never the grid's
         reason = " ".join(str(e).split()) or type(e).__name__
         run.record_failure(reason if isinstance(e, UserError) else f"{type(e).__name__}: {reason}")
-        warn(f"benchmark: cell {cfg.run_name} failed: {run.failure()}")
+        warn(f"benchmark: {task.kind} {task.run} failed: {run.failure()}")
         return False
     return True
 
@@ -133,25 +136,24 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _cell_main(argv: list[str]) -> int:
-    """``python -m pipeline.stages.benchmark cell WORKSPACE JSON``: train + evaluate one cell.
-    Internal: only ``vtl benchmark --max-parallel`` starts it, under its workspace lock."""
-    if len(argv) != 3 or argv[0] != "cell":
-        print("usage: python -m pipeline.stages.benchmark cell WORKSPACE CONFIG_JSON (internal to vtl benchmark)",
+def _task_main(argv: list[str]) -> int:
+    """``python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON``: run one task.
+    Internal: ``vtl benchmark`` starts it, under its workspace lock."""
+    if len(argv) != 3 or argv[0] != "task":
+        print("usage: python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON (internal to vtl benchmark)",
               file=sys.stderr)
         return 2
     _exit_with_parent()
-    payload = json.loads(argv[2])
     try:
-        cfg = TrainConfig(**payload["config"])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0 if _train_and_evaluate(_CoordinatedWorkspace(argv[1]), cfg, bool(payload.get("restart"))) else 1
+        task = Task.from_json(argv[2])
+    except (ValueError, TypeError) as e:
+        print(f"error: bad task: {e}", file=sys.stderr)
+        return 2
+    return 0 if run_task(_CoordinatedWorkspace(argv[1]), task) else 1
 
 
 if __name__ == "__main__":
     import warnings
 
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-    sys.exit(_cell_main(sys.argv[1:]))
+    sys.exit(_task_main(sys.argv[1:]))
