@@ -251,22 +251,29 @@ def benchmark(workspace: Path, **options: Any) -> None:
     Scores every source's transferability (LogME, LEEP) first, then trains and
     evaluates the grid sources x strategies x fractions x seeds plus the scratch
     baseline of each backbone. Resumes: finished cells are not recomputed.
-    Writes WORKSPACE/benchmark/{results.csv,transferability.csv,report.md,
-    learning_curve.png,best_strategy.png}. Example:
+    Source datasets (`dataset:` in the sources file) are pretrained first. With
+    --select-lr (default) each source x strategy runs at several learning rates and
+    keeps the best on the validation split; only that rate is tested. Each source
+    is judged against its own backbone from scratch and against the best model
+    trained from scratch ("worth it"). Writes WORKSPACE/benchmark/{summary.json,
+    ranking.csv,results.csv,lr_selection.csv,transferability.csv,report.md,*.png}.
+    Example:
 
     \b
       vtl benchmark runs/ucf --sources configs/sources.yaml --strategies linear,finetune \\
           --fractions 0.1,0.25,1.0 --seeds 3
     """
     from pipeline.progress import warn
-    from pipeline.report.benchmark import format_flag
+    from pipeline.report.benchmark import format_flag, headline
     from pipeline.stages.benchmark import run_benchmark
     from pipeline.workspace import Workspace
 
     r = run_benchmark(Workspace(workspace), BenchmarkConfig(**options))
+    click.echo(headline(r).replace("**", ""))
     for e in r["ranking"]:
-        click.echo(f"{e['rank']}. {e['source']}: {e['best_strategy']} top-1 {e['mean']:.3f} ± {e['spread']:.3f}")
-    tau = r["tau"]["logme"]
+        click.echo(f"{e['rank']}. {e['source']}: {e['best_strategy']} top-1 {e['top1_mean']:.3f} ± "
+                   f"{e['top1_spread']:.3f} ({e['verdict']})")
+    tau = r["kendall_tau"]["logme"]
     click.echo(f"Kendall's tau (LogME vs measured): {'n/a' if tau is None else f'{tau:+.2f}'}; "
                f"{r['cells']} cells ({r['ran']} run now); report: {r['report']}")
     for flag in r["flags"]:

@@ -37,6 +37,8 @@ def _click_option(f: dataclasses.Field, hint: Any) -> Callable[[Callable], Calla
     kind = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
     common = {"help": meta.get("help"), "show_default": False if required else meta.get("show_default", True)}
     if kind is bool:
+        if default is True:  # on unless switched off: --x/--no-x
+            flags = tuple(f"{fl}/--no-{fl[2:]}" if fl.startswith("--") else fl for fl in flags)
         return click.option(*flags, f.name, is_flag=True, default=default, **common)
     if meta.get("multiple"):  # a tuple field: the option may be repeated
         return click.option(*flags, f.name, multiple=True, default=default, metavar=meta.get("metavar"), **common)

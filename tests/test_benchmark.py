@@ -100,9 +100,9 @@ def test_measured_ranking_and_rank_agreement() -> None:
     assert [(e["source"], e["best_strategy"]) for e in ranking] == [("a", "finetune"), ("c", "partial"),
                                                                    ("b", "linear")]
     assert [e["rank"] for e in ranking] == [1, 2, 3]
-    assert ranking[0]["mean"] == pytest.approx(0.7) and ranking[0]["spread"] == 0.0
-    assert ranking[1]["mean"] == pytest.approx(0.7)  # a tie with "a": broken by name
-    measured = {e["source"]: e["mean"] for e in ranking}
+    assert ranking[0]["top1_mean"] == pytest.approx(0.7) and ranking[0]["top1_spread"] == 0.0
+    assert ranking[1]["top1_mean"] == pytest.approx(0.7)  # a tie with "a": broken by name
+    measured = {e["source"]: e["top1_mean"] for e in ranking}
     assert rank_agreement({"a": 3.0, "b": 1.0, "c": 2.0}, {"a": 0.9, "b": 0.1, "c": 0.5}) == pytest.approx(1.0)
     assert rank_agreement({"a": 1.0, "b": 3.0, "c": 2.0}, {"a": 0.9, "b": 0.1, "c": 0.5}) == pytest.approx(-1.0)
     assert rank_agreement({"a": 1.0, "b": None, "c": None}, measured) is None  # one score: no tau
@@ -264,12 +264,12 @@ def _invoke(*args: object):
 def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     ws, sources = bench["ws"], bench["sources"]
     result = _invoke("benchmark", ws, "--sources", sources, "--strategies", "linear", "--fractions", "1.0",
-                     "--seeds", "2")
+                     "--seeds", "2", "--no-select-lr")
     out = ws / "benchmark"
     rows = _results(ws)
-    assert list(rows[0]) == ["source", "backbone", "weights", "strategy", "fraction", "seed", "top1",
-                             "mean_class_accuracy", "train_seconds", "transfer_gain", "examples_per_class", "run",
-                             "status", "error"]
+    assert list(rows[0]) == ["source", "backbone", "weights", "strategy", "fraction", "seed", "lr", "val_top1",
+                             "top1", "mean_class_accuracy", "train_seconds", "transfer_gain", "examples_per_class",
+                             "run", "status", "error"]
     assert {(r["status"], r["error"]) for r in rows} == {("ok", "")}
     assert sorted((r["source"], r["strategy"], r["seed"]) for r in rows) == [
         ("scratch", "scratch", "0"), ("scratch", "scratch", "1"), ("shuffled", "linear", "0"),
@@ -290,14 +290,16 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     assert NEGATIVE in report
     assert "| shuffled | resnet18 | linear | 1 |" in report
     assert "warning: negative transfer: shuffled / linear at fraction 1:" in result.stderr
-    assert result.stdout.startswith("1. shuffled: linear top-1")
+    assert result.stdout.startswith("No source is worth it: none beats the best model trained from scratch "
+                                    "(resnet18 trained from scratch")
+    assert "2. shuffled: linear top-1" in result.stdout and "1. scratch: scratch top-1" in result.stdout
 
     # Transferability before training: LogME, and LEEP from the checkpoint's own head.
     with open(out / "transferability.csv", newline="") as f:
         (score,) = list(csv.DictReader(f))
     assert score["source"] == "shuffled" and score["predicted_rank"] == "1" and score["num_videos"] == "36"
     assert math.isfinite(float(score["logme"])) and -math.log(3) - 0.2 < float(score["leep"]) <= 0
-    for png in ("learning_curve.png", "best_strategy.png"):
+    for png in ("learning_curve.png", "best_strategy.png", "accuracy_vs_cost.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Interrupted: one cell lost its evaluation, the report is gone. The re-run evaluates that
@@ -309,7 +311,7 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     (ws / "eval" / victim / "metrics.json").unlink()
     (out / "report.md").unlink()
     result = _invoke("benchmark", ws, "--sources", sources, "--strategies", "linear", "--fractions", "1.0",
-                     "--seeds", "2")
+                     "--seeds", "2", "--no-select-lr")
     assert "3 cell(s) done before, 1 to run" in result.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (ws / "eval" / victim / "metrics.json").is_file() and (out / "report.md").is_file()
@@ -335,7 +337,7 @@ def test_parallel_cells_run_in_subprocesses_and_extend_the_grid(bench) -> None:
     done = sorted((ws / "eval").glob("bench-*-f1-s0/metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in done}
     result = _invoke("benchmark", ws, "--sources", sources, "--strategies", "linear", "--fractions", "0.5,1",
-                     "--seeds", "1", "--max-parallel", "2")
+                     "--seeds", "1", "--max-parallel", "2", "--no-select-lr")
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert "started train bench-shuffled-linear-f0.5-s0 (pid" in result.stderr
     logs = {p.name for p in (ws / "benchmark" / "logs").glob("*.log")}

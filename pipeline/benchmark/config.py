@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.benchmark.sources import STRATEGY_CHOICES, parse_fractions, parse_strategies
+from pipeline.benchmark.sources import STRATEGY_CHOICES, parse_fractions, parse_lr_factors, parse_strategies
 from pipeline.errors import UserError
 from pipeline.options import option
 
 DEFAULT_STRATEGIES = ("linear", "finetune")
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 DEFAULT_SEEDS = 3
+DEFAULT_LR_FACTORS = (1 / 3, 1.0, 3.0)  # × each cell's configured lr, tried by --select-lr
 
 
 @dataclass
@@ -29,6 +30,11 @@ class BenchmarkConfig:
         None, "Comma-separated label fractions of the train split (default: the file's, else "
               f"{','.join(map(str, DEFAULT_FRACTIONS))}).", parse=parse_fractions, metavar="LIST")
     seeds: int | None = option(None, f"Seeds 0..N-1 per cell (default: the file's, else {DEFAULT_SEEDS}).")
+    select_lr: bool = option(True, "Train every source × strategy (scratch too) at several learning rates and keep "
+                                   "the one with the best validation top-1; only that rate is tested.")
+    lr_factors: tuple[float, ...] | None = option(
+        None, "Comma-separated multiples of the configured lr that --select-lr tries (default: the file's, else "
+              f"{','.join(f'{f:.3g}' for f in DEFAULT_LR_FACTORS)}).", parse=parse_lr_factors, metavar="LIST")
     max_parallel: int = option(1, "Cells run at once, in child processes when above 1 (under this command's "
                                   "workspace lock).")
     force: bool = option(False, "Retrain and re-evaluate every cell.")

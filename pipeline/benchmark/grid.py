@@ -7,6 +7,9 @@ source's ``train.<strategy>``. The scratch baseline of a backbone takes ``train`
 ``temporal``, ``sampling``) and their ``train.scratch``: sources of one backbone must agree on
 them, so that one baseline serves them all.
 
+With ``--select-lr`` every cell is repeated at each learning-rate factor (the configured ``lr`` ×
+0.333, 1, 3 by default); the ×1 cell keeps the plain run name, the others end in ``-lr<factor>x``.
+
 A cell is done when its run is evaluated with the settings the grid now gives it; one trained with
 other settings is retrained.
 """
@@ -37,16 +40,30 @@ class Cell:
     fraction: float
     seed: int
     options: dict[str, Any]  # `vtl train` options from the sources file
+    lr_factor: float = 1.0  # × the configured lr (--select-lr tries several)
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        """The cells one learning rate is chosen for: a source × strategy (scratch: per backbone)."""
+        return self.source, self.backbone, self.strategy
 
     @property
     def run(self) -> str:
         head = f"{self.backbone}-{SCRATCH}" if self.strategy == SCRATCH else f"{self.source}-{self.strategy}"
-        return f"{BENCHMARK_RUN_PREFIX}{head}-f{self.fraction:g}-s{self.seed}"
+        tail = "" if self.lr_factor == 1.0 else f"-lr{self.lr_factor:.3g}x"
+        return f"{BENCHMARK_RUN_PREFIX}{head}-f{self.fraction:g}-s{self.seed}{tail}"
+
+    @property
+    def lr(self) -> float:
+        return float(self.options.get("lr", _DEFAULT_LR)) * self.lr_factor
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(backbone=self.backbone, strategy=self.strategy,
                            weights=None if self.strategy == SCRATCH else self.weights,
-                           fraction=self.fraction, seed=self.seed, name=self.run, **self.options)
+                           fraction=self.fraction, seed=self.seed, name=self.run, **{**self.options, "lr": self.lr})
+
+
+_DEFAULT_LR = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "lr")
 
 
 def source_options(sf: SourcesFile, source: Source, strategy: str) -> dict[str, Any]:
@@ -71,20 +88,23 @@ def scratch_options(sf: SourcesFile, backbone: str) -> dict[str, Any]:
     return chosen if chosen is not None else opts
 
 
-def plan(sf: SourcesFile, strategies: Sequence[str], fractions: Sequence[float], seeds: int) -> list[Cell]:
-    """Every cell of the grid, the scratch baselines last; validates every cell's settings."""
+def plan(sf: SourcesFile, strategies: Sequence[str], fractions: Sequence[float], seeds: int,
+         lr_factors: Sequence[float] = (1.0,)) -> list[Cell]:
+    """Every cell of the grid (each at every learning-rate factor), the scratch baselines last;
+    validates every cell's settings."""
     cells: list[Cell] = []
     for s in sf.sources:
         for strategy in strategies:
             for fraction in fractions:
                 for seed in range(seeds):
-                    cells.append(Cell(s.name, s.backbone, s.weights, strategy, fraction, seed,
-                                      source_options(sf, s, strategy)))
+                    cells.extend(Cell(s.name, s.backbone, s.weights, strategy, fraction, seed,
+                                      source_options(sf, s, strategy), factor) for factor in lr_factors)
     for backbone in dict.fromkeys(s.backbone for s in sf.sources):
         opts = scratch_options(sf, backbone)
         for fraction in fractions:
             for seed in range(seeds):
-                cells.append(Cell(SCRATCH, backbone, "none", SCRATCH, fraction, seed, dict(opts)))
+                cells.extend(Cell(SCRATCH, backbone, "none", SCRATCH, fraction, seed, dict(opts), factor)
+                             for factor in lr_factors)
     for c in cells:
         try:
             c.train_config()
@@ -97,9 +117,8 @@ def plan(sf: SourcesFile, strategies: Sequence[str], fractions: Sequence[float],
     return cells
 
 
-def _expected_config(ws: Workspace, cell: Cell) -> dict[str, Any]:
-    """The settings a cell's recorded run config must hold to count as this cell."""
-    cfg = cell.train_config()
+def _expected_config(ws: Workspace, cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a run's recorded config must hold to count as a run of ``cfg``."""
     d = dataclasses.asdict(cfg)
     for k in (*SPEED_OPTIONS, "name"):
         d.pop(k, None)
@@ -109,22 +128,29 @@ def _expected_config(ws: Workspace, cell: Cell) -> dict[str, Any]:
     return d
 
 
-def _stale(ws: Workspace, cell: Cell) -> list[str]:
-    """Settings in which the cell's recorded run differs from the grid's (empty: same or none)."""
-    recorded = ws.run(cell.run).config()
+def stale(ws: Workspace, cfg: TrainConfig) -> list[str]:
+    """Settings in which the recorded run ``cfg.run_name`` differs from ``cfg`` (empty: same or none)."""
+    recorded = ws.run(cfg.run_name).config()
     if recorded is None:
         return []
-    return sorted(k for k, v in _expected_config(ws, cell).items() if recorded.get(k, v) != v)
+    return sorted(k for k, v in _expected_config(ws, cfg).items() if recorded.get(k, v) != v)
 
 
-def cells_to_run(ws: Workspace, cells: Sequence[Cell], *, force: bool) -> list[tuple[Cell, bool]]:
-    """(cell, restart) of every cell without results for its current settings."""
+def _stale(ws: Workspace, cell: Cell) -> list[str]:
+    return stale(ws, cell.train_config())
+
+
+def cells_to_run(ws: Workspace, cells: Sequence[Cell], *, force: bool, tested: bool = True
+                 ) -> list[tuple[Cell, bool]]:
+    """(cell, restart) of every cell without results for its current settings: evaluated on the test
+    split (``tested``), or else trained to the end."""
     todo = []
     for c in cells:
         changed = _stale(ws, c)
         if changed:
             warn(f"benchmark: cell {c.run} was trained with other settings ({', '.join(changed)}): retraining it")
-        done = ws.run(c.run).is_evaluated and not changed
+        run, cfg = ws.run(c.run), c.train_config()
+        done = (run.is_evaluated if tested else run.is_finished(cfg.epochs, cfg.patience)) and not changed
         if force or not done:
             todo.append((c, force or bool(changed)))
     return todo

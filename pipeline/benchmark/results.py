@@ -15,8 +15,9 @@ from pipeline.errors import UserError
 from pipeline.files import read_csv
 from pipeline.workspace import Workspace
 
-RESULT_COLUMNS = ("source", "backbone", "weights", "strategy", "fraction", "seed", "top1", "mean_class_accuracy",
-                  "train_seconds", "transfer_gain", "examples_per_class", "run", "status", "error")
+RESULT_COLUMNS = ("source", "backbone", "weights", "strategy", "fraction", "seed", "lr", "val_top1", "top1",
+                  "mean_class_accuracy", "train_seconds", "transfer_gain", "examples_per_class", "run", "status",
+                  "error")
 OK, FAILED = "ok", "failed"  # a row's status
 
 
@@ -34,7 +35,8 @@ def collect_results(ws: Workspace, cells: Sequence[Cell]) -> list[dict[str, Any]
             "top1": m.get("video_top1", m["top1"]),
             "mean_class_accuracy": m.get("video_mean_class_accuracy", m["mean_class_accuracy"])}
         rows.append({"source": c.source, "backbone": c.backbone, "weights": c.weights, "strategy": c.strategy,
-                     "fraction": c.fraction, "seed": c.seed, **scores, "train_seconds": run.train_seconds(),
+                     "fraction": c.fraction, "seed": c.seed, "lr": c.lr, "val_top1": run.best_val_top1(), **scores,
+                     "train_seconds": run.train_seconds(),
                      "examples_per_class": counts(c.fraction), "run": c.run,
                      "status": OK if m is not None else FAILED, "error": error or ""})
     return rows
@@ -59,12 +61,9 @@ def read_results(ws: Workspace) -> list[dict[str, str]]:
 
 def csv_row(r: dict[str, Any]) -> dict[str, Any]:
     out = dict(r)
-    for k in ("top1", "mean_class_accuracy", "transfer_gain"):
-        if out.get(k) is not None:
-            out[k] = round(float(out[k]), 6)
+    for k in ("val_top1", "top1", "mean_class_accuracy", "transfer_gain"):
+        out[k] = "" if out.get(k) is None else round(float(out[k]), 6)
     out["train_seconds"] = round(float(out["train_seconds"]), 2)
     out["fraction"] = f"{out['fraction']:g}"
-    for k in ("top1", "mean_class_accuracy", "transfer_gain"):
-        if out.get(k) is None:
-            out[k] = ""
+    out["lr"] = f"{out['lr']:.6g}"
     return out

@@ -33,7 +33,7 @@ def run_tasks(ws: Workspace, todo: Sequence[Task], *, max_parallel: int, run_tas
         _run_parallel(ws, todo, max_parallel, child_command)
         return
     for i, task in enumerate(todo, start=1):
-        echo(f"benchmark: {task.kind} {i}/{len(todo)}: {task.run}")
+        echo(f"benchmark: {task.kind} {i}/{len(todo)}: {task.label}")
         run_task(ws, task)
 
 
@@ -52,12 +52,12 @@ def _run_parallel(ws: Workspace, todo: Sequence[Task], max_parallel: int, child_
             while queue and len(running) < max_parallel:
                 task = queue.pop(0)
                 task_workspace(ws, task).run(task.run).forget_failure()  # a stale record must not stand for this one
-                log = logs / (f"{task.run}.log" if task.kind == TRAIN else f"{task.run}.{task.kind}.log")
+                log = logs / (f"{task.label}.log" if task.kind == TRAIN else f"{task.label}.{task.kind}.log")
                 with open(log, "w") as f:
                     proc = subprocess.Popen([*child_command, str(ws.root), task.to_json()], stdout=f,
                                             stderr=subprocess.STDOUT, env=env)
                 running[proc] = (task, log)
-                echo(f"benchmark: started {task.kind} {task.run} (pid {proc.pid}, log {log})")
+                echo(f"benchmark: started {task.kind} {task.label} (pid {proc.pid}, log {log})")
             for proc in [p for p in running if p.poll() is not None]:
                 task, log = running.pop(proc)
                 done += 1
@@ -66,7 +66,7 @@ def _run_parallel(ws: Workspace, todo: Sequence[Task], max_parallel: int, child_
                     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
                     run.record_failure(f"exit {proc.returncode}: {tail[0] if tail else 'no output'} (see {log})")
                 status = "finished" if run.failure() is None else f"FAILED ({run.failure()})"
-                echo(f"benchmark: {status} {task.kind} {task.run} ({done}/{len(todo)})")
+                echo(f"benchmark: {status} {task.kind} {task.label} ({done}/{len(todo)})")
             time.sleep(0.2)
     finally:
         for proc in running:

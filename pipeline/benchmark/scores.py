@@ -46,8 +46,10 @@ def compute_transferability(ws: Workspace, sf: SourcesFile, *, need_eval_feature
     for s in sf.sources:
         try:
             rows.append(_score_source(ws, sf, s, classes, need_eval_features))
-        except UserError as e:
-            raise UserError(f"source {s.name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a broken source fails its own cells, not the grid
+            warn(f"benchmark: no transferability scores for source {s.name!r}: {' '.join(str(e).split())}")
+            rows.append({"source": s.name, "backbone": s.backbone, "weights": s.weights, "logme": None,
+                         "leep": None, "num_videos": 0, "feature_dim": None, "feature_key": None})
     order = rank_sources({r["source"]: r["logme"] for r in rows if r["logme"] is not None})
     for r in rows:
         r["predicted_rank"] = order.index(r["source"]) + 1 if r["source"] in order else None

@@ -14,8 +14,18 @@ compare, with which ``vtl train`` settings, and the grid's default strategies, f
         weights: imagenet1k             # a tag, or the path of a `vtl train` checkpoint
         train: {input_size: 112, partial: {freeze_to: stage3}}   # per-source overrides
 
-Relative weight paths are relative to the file. Every problem is one ``UserError`` line naming
-the file and the entry.
+A source may instead be a *source dataset*: a prepared and sampled vtl workspace that the benchmark
+pretrains the backbone on itself (from scratch, or continuing from ``from:`` weights), with any
+``vtl train`` options in ``pretrain:``, before transferring the result like a checkpoint::
+
+      - name: gym-clips
+        dataset: ../runs/gym                # a workspace, relative to the file
+        backbone: r3d_18
+        pretrain: {epochs: 30, input_size: 112}
+        from: kinetics400                   # optional: a tag or checkpoint to continue from
+
+Relative weight and dataset paths are relative to the file. Every problem is one ``UserError``
+line naming the file and the entry.
 """
 
 from __future__ import annotations
@@ -32,8 +42,9 @@ from pipeline.errors import UserError
 from pipeline.options import check_keys, load_yaml
 
 STRATEGY_CHOICES = tuple(s for s in STRATEGIES if s != SCRATCH)  # scratch always runs, as the baseline
-TOP_KEYS = ("train", "sources", "strategies", "fractions", "seeds")
-SOURCE_KEYS = ("name", "backbone", "weights", "train")
+TOP_KEYS = ("train", "sources", "strategies", "fractions", "seeds", "lr_factors")
+SOURCE_KEYS = ("name", "backbone", "weights", "train", "dataset", "pretrain", "from")
+PRETRAIN_RUN = "pretrain"  # the run a source dataset's pretraining writes, under benchmark/sources/<name>/
 # `vtl train` options the grid sets itself; a sources file may set every other TrainConfig field.
 GRID_KEYS = ("backbone", "strategy", "weights", "fraction", "seed", "name")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -43,9 +54,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 class Source:
     name: str
     backbone: str
-    weights: str  # a tag, or an absolute path
+    weights: str  # a tag, or an absolute path (for a source dataset: its pretraining's best.pt, once bound)
     train: dict[str, Any] = field(default_factory=dict)  # flat overrides
     per_strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset: Path | None = None  # a source dataset: the workspace the benchmark pretrains on
+    pretrain: dict[str, Any] = field(default_factory=dict)  # its `vtl train` options
+    pretrain_from: str | None = None  # `from:`: weights its pretraining starts from (None: scratch)
+
+    def pretrain_config(self) -> TrainConfig:
+        """The `vtl train` settings of a source dataset's pretraining."""
+        return TrainConfig(backbone=self.backbone, strategy="finetune" if self.pretrain_from else SCRATCH,
+                           weights=self.pretrain_from, name=PRETRAIN_RUN, **self.pretrain)
 
 
 @dataclass
@@ -57,6 +76,13 @@ class SourcesFile:
     strategies: tuple[str, ...] | None = None
     fractions: tuple[float, ...] | None = None
     seeds: int | None = None
+    lr_factors: tuple[float, ...] | None = None
+
+    def bind(self, pretrained: dict[str, Path]) -> None:
+        """Point each source dataset at the checkpoint its pretraining writes (``{name: best.pt}``)."""
+        for s in self.sources:
+            if s.dataset is not None:
+                s.weights = str(pretrained[s.name])
 
 
 def train_keys() -> tuple[str, ...]:
@@ -103,24 +129,52 @@ def load_sources(path: Path) -> SourcesFile:
         if not isinstance(item, dict):
             raise UserError(f"{where}: expected a mapping with keys {', '.join(SOURCE_KEYS)}")
         check_keys(item, SOURCE_KEYS, where)
-        for key in ("name", "backbone", "weights"):
+        for key in ("name", "backbone"):
             if item.get(key) in (None, ""):
                 raise UserError(f"{where}: missing key {key!r}")
+        if ("weights" in item) == ("dataset" in item):
+            raise UserError(f"{where}: give either `weights` (a tag or checkpoint) or `dataset` (a source workspace "
+                            "the benchmark pretrains on), not " + ("both" if "weights" in item else "neither"))
         name = str(item["name"])
         if not _NAME.match(name):
             raise UserError(f"{where}: name {name!r} may hold only letters, digits and . _ + - (it names runs)")
         if name == SCRATCH or name in {s.name for s in sources}:
             raise UserError(f"{where}: name {name!r} is " + ("reserved" if name == SCRATCH else "used twice"))
-        weights = str(item["weights"])
-        if weights == "none":
-            raise UserError(f"{where}: a source needs pretrained weights (the scratch baseline is always run)")
+        backbone = str(item["backbone"])
         s_flat, s_per = _split_train(item.get("train"), f"{where}.train")
-        sources.append(Source(name, str(item["backbone"]), _weights_value(str(item["backbone"]), weights, base),
-                              s_flat, s_per))
+        if "weights" in item:
+            for key in ("pretrain", "from"):
+                if key in item:
+                    raise UserError(f"{where}: `{key}` goes with `dataset` (a source the benchmark pretrains)")
+            weights = str(item["weights"])
+            if weights == "none":
+                raise UserError(f"{where}: a source needs pretrained weights (the scratch baseline is always run)")
+            sources.append(Source(name, backbone, _weights_value(backbone, weights, base), s_flat, s_per))
+        else:
+            sources.append(_dataset_source(item, name, backbone, s_flat, s_per, base, where))
     return SourcesFile(path, sources, flat, per,
                        strategies=parse_strategies(data["strategies"], str(path)) if "strategies" in data else None,
                        fractions=parse_fractions(data["fractions"], str(path)) if "fractions" in data else None,
-                       seeds=_seeds(data["seeds"], str(path)) if "seeds" in data else None)
+                       seeds=_seeds(data["seeds"], str(path)) if "seeds" in data else None,
+                       lr_factors=parse_lr_factors(data["lr_factors"], str(path)) if "lr_factors" in data else None)
+
+
+def _dataset_source(item: dict[str, Any], name: str, backbone: str, flat: dict[str, Any],
+                    per: dict[str, dict[str, Any]], base: Path, where: str) -> Source:
+    pretrain = item.get("pretrain") or {}
+    if not isinstance(pretrain, dict):
+        raise UserError(f"{where}.pretrain: expected a mapping of `vtl train` options")
+    check_keys(pretrain, train_keys(), f"{where}.pretrain")
+    dataset = Path(str(item["dataset"])).expanduser()
+    start = item.get("from")
+    source = Source(name, backbone, "", flat, per,
+                    dataset=dataset if dataset.is_absolute() else (base / dataset).resolve(), pretrain=dict(pretrain),
+                    pretrain_from=None if start in (None, "none") else _weights_value(backbone, str(start), base))
+    try:
+        source.pretrain_config()
+    except UserError as e:
+        raise UserError(f"{where}.pretrain: {e}") from None
+    return source
 
 
 def _weights_value(backbone: str, weights: str, base: Path) -> str:
@@ -140,11 +194,19 @@ def check_weights(sf: SourcesFile) -> None:
     """Every source's weights must be on this machine before anything trains."""
     from pipeline.models.registry import get_spec
     from pipeline.models.weights import resolve
+    from pipeline.workspace import Workspace
 
     problems = []
     for s in sf.sources:
         try:
-            resolve(get_spec(s.backbone), s.weights)
+            if s.dataset is None:
+                resolve(get_spec(s.backbone), s.weights)
+                continue
+            ws = Workspace(s.dataset)
+            ws.require_prepared()
+            ws.clip_cache(s.pretrain.get("sampling"))  # sampled, with the clips it asks for
+            if s.pretrain_from:
+                resolve(get_spec(s.backbone), s.pretrain_from)
         except UserError as e:
             problems.append(f"source {s.name!r}: {e}")
     if problems:
@@ -183,6 +245,22 @@ def parse_fractions(value: Any, where: str = "--fractions") -> tuple[float, ...]
         out.append(f)
     if not out:
         raise UserError(f"{where}: no fraction given")
+    return tuple(sorted(set(out)))
+
+
+def parse_lr_factors(value: Any, where: str = "--lr-factors") -> tuple[float, ...]:
+    """The multiples of the configured learning rate ``--select-lr`` tries (e.g. ``0.333,1,3``)."""
+    out = []
+    for v in _listish(value):
+        try:
+            f = float(v)
+        except ValueError:
+            raise UserError(f"{where}: {v!r} is not a number") from None
+        if not f > 0:
+            raise UserError(f"{where}: learning-rate factors must be above 0, got {v}")
+        out.append(f)
+    if not out:
+        raise UserError(f"{where}: no factor given")
     return tuple(sorted(set(out)))
 
 

@@ -37,6 +37,11 @@ class Task:
             raise ValueError(f"unknown task kind {self.kind!r}")
 
     @property
+    def label(self) -> str:
+        """A name unique in the grid, for logs: a pretraining's run name is the same for every source."""
+        return f"{self.extra['source']}-{PRETRAIN}" if self.kind == PRETRAIN else self.run
+
+    @property
     def strategy(self) -> str | None:
         return self.config.get("strategy")
 
@@ -53,4 +58,9 @@ def task_workspace(ws: Workspace, task: Task) -> Workspace:
     only, with its runs written under ``ws``'s ``benchmark/sources/<source>/``."""
     if task.kind != PRETRAIN:
         return ws
-    return type(ws)(Path(task.extra["dataset"]), runs_root=ws.benchmark_dir / "sources" / task.extra["source"])
+    return source_workspace(ws, task.extra["source"], Path(task.extra["dataset"]))
+
+
+def source_workspace(ws: Workspace, source: str, dataset: Path) -> Workspace:
+    """A source dataset, read only, whose pretraining runs go to ``ws``'s ``benchmark/sources/<source>/``."""
+    return type(ws)(dataset, runs_root=ws.benchmark_dir / "sources" / source)

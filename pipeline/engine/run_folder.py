@@ -68,6 +68,16 @@ class RunFolder:
     def write_history(self, history: list[dict[str, Any]]) -> None:
         write_text(self.train_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
+    def is_finished(self, epochs: int, patience: int | None) -> bool:
+        """Trained to the last epoch, or stopped early (see :func:`stopped_early`)."""
+        history = self.history()
+        return self.is_trained and (len(history) >= epochs or stopped_early(history, patience))
+
+    def best_val_top1(self) -> float | None:
+        """The best epoch's validation top-1 (video level): what picks ``best.pt``."""
+        scores = [h["val_top1"] for h in self.history()]
+        return max(scores) if scores else None
+
     def train_seconds(self) -> float:
         """Training time of the epochs done so far (NaN before the first epoch)."""
         history = self.history()
@@ -124,6 +134,14 @@ class RunFolder:
 
     def forget_failure(self) -> None:
         (self.eval_dir / "failed.json").unlink(missing_ok=True)
+
+
+def stopped_early(history: list[dict[str, Any]], patience: int | None) -> bool:
+    """Early stopping: the best validation epoch is ``patience`` or more epochs old."""
+    if not patience or not history:
+        return False
+    scores = [h["val_top1"] for h in history]
+    return len(scores) - 1 - scores.index(max(scores)) >= patience
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from pipeline.engine.distributed import DistInfo
 from pipeline.engine.loop import predict, train_one_epoch
 from pipeline.engine.metrics import summarize
 from pipeline.engine.rng import rng_state, set_rng_state
-from pipeline.engine.run_folder import RunFolder
+from pipeline.engine.run_folder import RunFolder, stopped_early
 from pipeline.engine.speed import Speed
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
@@ -90,7 +90,7 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
     state = _fresh_state(job, strategy, dev)
     if job.run.last.is_file() and not restart:
         _resume(job, state)
-        if state.epoch >= cfg.epochs or _stopped(state.history, cfg.patience):
+        if state.epoch >= cfg.epochs or stopped_early(state.history, cfg.patience):
             echo(f"train: {job.run.train_dir} already finished ({len(state.history)} epochs); --restart to "
                  "train again")
             return _result(job.run, state)
@@ -135,7 +135,7 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
         distributed.barrier(info)
         echo(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.3f} train {stats['train_top1']:.3f} "
              f"val {record['val_top1']:.3f} ({stats['clips_per_s']:.1f} clips/s)")
-        if _stopped(state.history, cfg.patience):
+        if stopped_early(state.history, cfg.patience):
             echo(f"train: no validation gain in {cfg.patience} epochs: stopping early")
             break
     if board is not None:
@@ -179,14 +179,6 @@ def _save(job: Fit, state: _State, improved: bool) -> None:
         saved.without_training_state().save(job.run.best)
     saved.save(job.run.last)
     job.run.write_history(state.history)
-
-
-def _stopped(history: list[dict], patience: int | None) -> bool:
-    """Early stopping: the best validation epoch is ``patience`` or more epochs old."""
-    if not patience or not history:
-        return False
-    scores = [h["val_top1"] for h in history]
-    return len(scores) - 1 - scores.index(max(scores)) >= patience
 
 
 def _wrap(module: nn.Module, info: DistInfo, dev: torch.device, compile_: bool) -> nn.Module:

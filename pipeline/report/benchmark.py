@@ -12,7 +12,10 @@ hand-made numbers:
   the spread over seeds;
 * :func:`rank_agreement`: Kendall's tau between a transferability score and the measured means.
 
-:func:`write_report` writes ``report.md``, ``learning_curve.png`` and ``best_strategy.png``.
+:func:`summarize` adds the verdicts against the scratch baselines (:func:`beats`: above by more than
+the seed spread), the best scratch model as a row of its own, and the cost of every source;
+:func:`write_report` writes ``summary.json``, ``ranking.csv``, ``report.md``, ``learning_curve.png``,
+``best_strategy.png`` and ``accuracy_vs_cost.png``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.files import write_text
+from pipeline.files import write_csv, write_json, write_text
 from pipeline.report.markdown import table
 from pipeline.report.plots import _save, plot_bars
 from pipeline.transfer.transferability import kendall_tau
@@ -108,14 +112,49 @@ def measured_ranking(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (source, backbone, strategy), by_seed in sorted(per.items()):
         seed_means = [float(np.mean(v)) for _, v in sorted(by_seed.items())]
         mean = float(np.mean([x for v in by_seed.values() for x in v]))
-        entry = {"source": source, "backbone": backbone, "best_strategy": strategy, "mean": mean,
-                 "spread": spread(seed_means)}
-        if source not in best or mean > best[source]["mean"]:
+        entry = {"source": source, "backbone": backbone, "best_strategy": strategy, "top1_mean": mean,
+                 "top1_spread": spread(seed_means)}
+        if source not in best or mean > best[source]["top1_mean"]:
             best[source] = entry
-    ranking = sorted(best.values(), key=lambda e: (-e["mean"], e["source"]))
+    ranking = sorted(best.values(), key=lambda e: (-e["top1_mean"], e["source"]))
     for i, e in enumerate(ranking, start=1):
         e["rank"] = i
     return ranking
+
+
+def scratch_baselines(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per backbone, its scratch runs' mean top-1 over seeds and fractions and the spread over seeds
+    of the per-seed means (as :func:`measured_ranking` does for sources)."""
+    by_seed: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["strategy"] == SCRATCH:
+            by_seed[r["backbone"]][int(r["seed"])].append(float(r["top1"]))
+    return {b: {"backbone": b, "top1_mean": float(np.mean([x for v in seeds.values() for x in v])),
+                "top1_spread": spread([float(np.mean(v)) for _, v in sorted(seeds.items())])}
+            for b, seeds in sorted(by_seed.items())}
+
+
+def best_scratch(baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The strongest baseline: the best model trained from scratch over every backbone of the grid."""
+    return dict(max(baselines.values(), key=lambda b: (b["top1_mean"], b["backbone"]))) if baselines else None
+
+
+def beats(entry: Mapping[str, Any], baseline: Mapping[str, Any] | None, min_spread: float = MIN_SPREAD) -> bool | None:
+    """Above ``baseline`` by more than the seed spread, ``max(either spread, min_spread)``: the same
+    margin the negative-transfer rule uses the other way. None without a baseline."""
+    if baseline is None:
+        return None
+    margin = max(entry["top1_spread"], baseline["top1_spread"], min_spread)
+    return bool(entry["top1_mean"] - baseline["top1_mean"] > margin)
+
+
+def verdict(entry: Mapping[str, Any]) -> str:
+    """One phrase from the two verdicts (docs/benchmark.md explains them)."""
+    if entry.get("beats_best_scratch"):
+        return "worth it: beats every model trained from scratch"
+    if entry.get("beats_own_scratch"):
+        return "beats its own backbone from scratch, not the best scratch model"
+    return "no better than training from scratch"
 
 
 def rank_agreement(scores: Mapping[str, float | None], measured: Mapping[str, float]) -> float | None:
@@ -162,15 +201,36 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: Path, *, title:
     _save(fig, path)
 
 
-def plot_best_strategy(ranking: Sequence[Mapping[str, Any]], scratch: Mapping[str, float], path: Path) -> None:
-    """One bar per source (its best strategy), plus each backbone's scratch baseline."""
-    labels = [f"{e['source']} ({e['best_strategy']})" for e in ranking]
-    values = [e["mean"] for e in ranking]
-    for backbone, v in sorted(scratch.items()):
-        labels.append(f"scratch ({backbone})")
-        values.append(v)
-    plot_bars(labels, values, path, title="Best strategy per source (mean over fractions and seeds)",
-              ylabel="test top-1 (video level)")
+def plot_best_strategy(ranking: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """One bar per source (its best strategy), the best scratch model among them."""
+    labels = [f"{e['source']} ({e['best_strategy']})" if e["source"] != SCRATCH else f"scratch ({e['backbone']})"
+              for e in ranking]
+    plot_bars(labels, [e["top1_mean"] for e in ranking], path,
+              title="Best strategy per source (mean over fractions and seeds)", ylabel="test top-1 (video level)")
+
+
+def plot_accuracy_vs_cost(ranking: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Top-1 (± spread) against GFLOPs per clip, one point per source and one for the best scratch
+    model: up and to the left is better."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = [e for e in ranking if not _missing(e.get("gflops"))]
+    for e in points:
+        scratch = e["source"] == SCRATCH
+        ax.errorbar([e["gflops"]], [e["top1_mean"]], yerr=[e["top1_spread"]], marker="s" if scratch else "o",
+                    markersize=7, capsize=3, linestyle="none", mfc="white" if scratch else None,
+                    color="black" if scratch else None)
+        ax.annotate(f"scratch ({e['backbone']})" if scratch else e["source"], (e["gflops"], e["top1_mean"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if points and max(e["gflops"] for e in points) / max(min(e["gflops"] for e in points), 1e-9) >= 10:
+        ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("GFLOPs per clip (inference)")
+    ax.set_ylabel("test top-1 (video level)")
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy against cost")
+    _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -186,43 +246,134 @@ def format_flag(flag: Mapping[str, Any]) -> str:
             f"{flag['deficit']:.3f} below, more than the seed spread {flag['margin']:.3f}")
 
 
-def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Sequence[Mapping[str, Any]],
-                 *, workspace_name: str, num_test_videos: int | None = None) -> dict[str, Any]:
-    """Write ``report.md``, ``learning_curve.png`` and ``best_strategy.png`` into ``out``.
+@dataclass
+class BenchmarkResults:
+    """Everything a benchmark report is made of."""
 
-    ``rows``: the results (with ``transfer_gain`` and ``examples_per_class``); rows whose ``status``
-    is ``failed`` (with their ``error``) are listed, and left out of every number;
-    ``transferability``: one dict per source with ``source``, ``logme``, ``leep`` (None = n/a).
-    Returns the ranking, the flags, the tau values and the failed cells.
-    """
-    failed = [r for r in rows if r.get("status") == "failed"]
-    rows = [r for r in rows if r.get("status") != "failed"]
-    stats = aggregate(rows)
+    rows: list[dict[str, Any]]  # one per cell (results.csv), with transfer_gain, status and error
+    transferability: list[dict[str, Any]]  # one per source: source, logme, leep (None = n/a), predicted_rank
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)  # source or cost_key(scratch backbone)
+    pretraining: dict[str, dict[str, Any]] = field(default_factory=dict)  # source dataset → seconds, val_top1
+    lr_selection: list[dict[str, Any]] | None = None  # the --select-lr table (None: one rate per cell)
+    workspace_name: str = ""
+    num_test_videos: int | None = None
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") != "failed"]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") == "failed"]
+
+
+def scratch_cost_key(backbone: str) -> str:
+    """The ``costs`` key of a backbone's scratch baseline ("/" cannot occur in a source name)."""
+    return f"{SCRATCH}/{backbone}"
+
+
+SUMMARY_RANKING_KEYS = ("source", "backbone", "best_strategy", "top1_mean", "top1_spread", "rank",
+                        "beats_own_scratch", "beats_best_scratch", "lr", "params", "gflops", "latency_ms",
+                        "throughput", "train_seconds", "pretrain_seconds", "pretrain_val_top1", "verdict")
+
+
+def summarize(res: BenchmarkResults) -> dict[str, Any]:
+    """``summary.json``: the ranking (the best scratch model a row of its own), the best scratch
+    baseline, the negative-transfer flags, the failed cells and Kendall's tau of each score."""
+    rows = res.finished
+    baselines = scratch_baselines(rows)
+    strongest = best_scratch(baselines)
+    entries = []
+    for e in measured_ranking(rows):
+        cost = res.costs.get(e["source"], {})
+        pre = res.pretraining.get(e["source"], {})
+        entry = {**e, "beats_own_scratch": beats(e, baselines.get(e["backbone"])),
+                 "beats_best_scratch": beats(e, strongest), **_cell_figures(rows, e["source"], e["best_strategy"]),
+                 **{k: cost.get(k) for k in COST_KEYS}, "pretrain_seconds": pre.get("seconds"),
+                 "pretrain_val_top1": pre.get("val_top1")}
+        entries.append({**entry, "verdict": verdict(entry)})
+    if strongest is not None:
+        cost = res.costs.get(scratch_cost_key(strongest["backbone"]), {})
+        entries.append({"source": SCRATCH, "backbone": strongest["backbone"], "best_strategy": SCRATCH,
+                        "top1_mean": strongest["top1_mean"], "top1_spread": strongest["top1_spread"],
+                        "beats_own_scratch": None, "beats_best_scratch": None,
+                        **_cell_figures(rows, SCRATCH, SCRATCH, strongest["backbone"]),
+                        **{k: cost.get(k) for k in COST_KEYS}, "pretrain_seconds": None, "pretrain_val_top1": None,
+                        "verdict": "the strongest baseline: the best model trained from scratch"})
+    entries.sort(key=lambda e: (-e["top1_mean"], e["source"] == SCRATCH, e["source"]))
+    for i, e in enumerate(entries, start=1):
+        e["rank"] = i
+    measured = {e["source"]: e["top1_mean"] for e in entries if e["source"] != SCRATCH}
+    scores = {t["source"]: t for t in res.transferability}
     flags = negative_transfer(rows)
+    return {"ranking": [_rounded({k: e.get(k) for k in SUMMARY_RANKING_KEYS}) for e in entries],
+            "best_scratch": None if strongest is None else _rounded(strongest),
+            "negative_transfer": sorted({f["source"] for f in flags}),
+            "flags": [_rounded(f) for f in flags],
+            "failed_cells": [{"run": r["run"], "error": r["error"]} for r in res.failed],
+            "kendall_tau": {k: rank_agreement({s: t.get(k) for s, t in scores.items()}, measured)
+                            for k in ("logme", "leep")},
+            "lr_selection": res.lr_selection is not None}
+
+
+COST_KEYS = ("params", "gflops", "latency_ms", "throughput")
+
+
+def _cell_figures(rows: Sequence[Mapping[str, Any]], source: str, strategy: str,
+                  backbone: str | None = None) -> dict[str, Any]:
+    """The learning rate and the mean training seconds of one source × strategy's cells."""
+    mine = [r for r in rows if r["source"] == source and r["strategy"] == strategy
+            and (backbone is None or r["backbone"] == backbone)]
+    lrs = sorted({float(r["lr"]) for r in mine if not _missing(r.get("lr"))})
+    seconds = [float(r["train_seconds"]) for r in mine if not _missing(r.get("train_seconds"))]
+    return {"lr": lrs[0] if len(lrs) == 1 else (lrs or None),
+            "train_seconds": float(np.mean(seconds)) if seconds else None}
+
+
+def _rounded(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) and math.isfinite(v) else
+            (None if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def write_report(out: Path, res: BenchmarkResults) -> dict[str, Any]:
+    """Write ``summary.json``, ``ranking.csv``, ``report.md`` and the plots into ``out``; returns the
+    summary (see :func:`summarize`) with the report's path."""
+    summary = summarize(res)
+    write_json(out / "summary.json", summary)
+    write_csv(out / "ranking.csv", SUMMARY_RANKING_KEYS,
+              [{k: "" if v is None else v for k, v in e.items()} for e in summary["ranking"]])
+    rows = res.finished
+    plot_learning_curve(rows, out / "learning_curve.png", title=f"Learning curves on {res.workspace_name}")
+    plot_best_strategy(summary["ranking"], out / "best_strategy.png")
+    plot_accuracy_vs_cost(summary["ranking"], out / "accuracy_vs_cost.png")
+    write_text(out / "report.md", _report_text(res, summary))
+    return {**summary, "report": out / "report.md"}
+
+
+def _report_text(res: BenchmarkResults, summary: dict[str, Any]) -> str:
+    rows, failed = res.finished, res.failed
+    stats = aggregate(rows)
+    flags = summary["flags"]
     flagged = {(f["source"], f["strategy"], f["fraction"]) for f in flags}
-    ranking = measured_ranking(rows)
-    measured = {e["source"]: e["mean"] for e in ranking}
-    scores = {t["source"]: t for t in transferability}
-    taus = {k: rank_agreement({s: t.get(k) for s, t in scores.items()}, measured) for k in ("logme", "leep")}
-    scratch_means = {}
-    for (_, backbone, strategy, _), s in stats.items():
-        if strategy == SCRATCH:
-            scratch_means.setdefault(backbone, []).append(s["mean"])
-    scratch_overall = {b: float(np.mean(v)) for b, v in scratch_means.items()}
+    scores = {t["source"]: t for t in res.transferability}
+    strongest = summary["best_scratch"]
+    baselines = scratch_baselines(rows)
 
-    plot_learning_curve(rows, out / "learning_curve.png", title=f"Learning curves on {workspace_name}")
-    plot_best_strategy(ranking, scratch_overall, out / "best_strategy.png")
+    rank_rows = []
+    for e in summary["ranking"]:
+        score = scores.get(e["source"], {})
+        own = baselines.get(e["backbone"])
+        rank_rows.append({
+            **e, "top1": f"{e['top1_mean']:.3f} ± {e['top1_spread']:.3f}", "lr_txt": _fmt_lr(e["lr"]),
+            "vs_own": "" if e["source"] == SCRATCH or own is None else _fmt_signed(e["top1_mean"] - own["top1_mean"]),
+            "vs_best": "" if e["source"] == SCRATCH or strongest is None else
+            _fmt_signed(e["top1_mean"] - strongest["top1_mean"]),
+            "gflops_txt": _fmt_opt(e["gflops"], 2), "latency_txt": _fmt_opt(e["latency_ms"], 1),
+            "params_txt": "n/a" if e["params"] is None else f"{e['params'] / 1e6:.1f}",
+            "predicted": "" if _missing(score.get("predicted_rank")) else score["predicted_rank"],
+            "logme": "" if e["source"] == SCRATCH else _fmt_opt(score.get("logme")),
+            "leep": "" if e["source"] == SCRATCH else _fmt_opt(score.get("leep"))})
 
-    # Ranking of sources: measured and predicted.
-    predicted = {t["source"]: t.get("predicted_rank") for t in transferability}
-    rank_rows = [{**e, "predicted_rank": "n/a" if _missing(predicted.get(e["source"])) else predicted[e["source"]],
-                  "logme": _fmt_opt(scores.get(e["source"], {}).get("logme")),
-                  "leep": _fmt_opt(scores.get(e["source"], {}).get("leep")),
-                  "mean_txt": f"{e['mean']:.3f} ± {e['spread']:.3f}",
-                  "vs_scratch": _fmt_signed(e["mean"] - scratch_overall[e["backbone"]])
-                  if e["backbone"] in scratch_overall else "n/a"} for e in ranking]
-
-    # One row per source × strategy × fraction (scratch last).
     grid_rows = []
     for (source, backbone, strategy, fraction), s in sorted(stats.items(), key=lambda kv: _sort_key(kv[0])):
         base = stats.get((SCRATCH, backbone, SCRATCH, fraction))
@@ -239,43 +390,50 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], transferability: Seq
 
     tau_lines = []
     for key, label in (("logme", "LogME"), ("leep", "LEEP")):
-        tau = taus[key]
-        n = sum(1 for t in transferability if not _missing(t.get(key)) and t["source"] in measured)
+        tau = summary["kendall_tau"][key]
+        n = sum(1 for t in res.transferability if not _missing(t.get(key)))
         tau_lines.append(f"- Kendall's tau between the {label} ranking and the measured ranking: "
                          + (f"**{tau:+.2f}** over {n} sources" if tau is not None else
                             f"n/a ({n} source(s) with a score; needs 2 or more, not all tied)"))
     failures = ("\n".join(f"- `{r['run']}`: {r['error']}" for r in failed) if failed else
                 "- none: every cell finished.")
-    if flags:
-        neg = "\n".join(f"- **{NEGATIVE}**: {format_flag(f).split(': ', 1)[1]}" for f in flags)
-    else:
-        neg = "- none: no source × strategy is below scratch by more than the seed spread."
+    neg = ("\n".join(f"- **{NEGATIVE}**: {format_flag(f).split(': ', 1)[1]}" for f in flags) if flags else
+           "- none: no source × strategy is below scratch by more than the seed spread.")
     seeds = sorted({int(r["seed"]) for r in rows})
     strategies = list(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != SCRATCH))
-    small = (f" The test split has {num_test_videos} videos: one video more or less right moves top-1 by "
-             f"{1 / num_test_videos:.3f}." if num_test_videos else "")
-    text = f"""# Benchmark of transfer sources on {workspace_name}
+    small = (f" The test split has {res.num_test_videos} videos: one video more or less right moves top-1 by "
+             f"{1 / res.num_test_videos:.3f}." if res.num_test_videos else "")
+    n_sources = len({r["source"] for r in rows if r["strategy"] != SCRATCH})
+    return f"""# Benchmark of transfer sources on {res.workspace_name}
 
-{len(rows) + len(failed)} cells: {len(ranking)} source(s) × {len(strategies)} strategy(ies) ({", ".join(strategies)})
+{headline(summary)}
+
+{len(rows) + len(failed)} cells: {n_sources} source(s) × {len(strategies)} strategy(ies) ({", ".join(strategies)})
 × {len({float(r['fraction']) for r in rows})} label fraction(s) × {len(seeds)} seed(s), plus the scratch baseline
 of each backbone. Top-1 and mean class accuracy are video-level on the test split; ± is the standard
 deviation over seeds.{small} How to read this report: docs/benchmark.md.
 
 ## Ranking of sources
 
-Measured: the mean over seeds and fractions of each source's best strategy (± the spread over seeds).
-Predicted: the LogME ranking, computed before any training from the frozen source features of the
-target's training split (LEEP only where the source has its own classifier, i.e. a `vtl train` checkpoint).
+Measured: the mean over seeds and fractions of each source's best strategy (± the spread over seeds),
+beside the **best model trained from scratch** over every backbone (a row of its own). A source *beats*
+a baseline when it is above it by more than the seed spread; it is **worth it** only if it beats the
+best scratch model, not merely its own backbone from scratch. Cost: GFLOPs per clip, inference latency
+per clip (batch 1) and parameters, measured at the cells' input size. Predicted: the LogME ranking,
+computed before any training (LEEP only where the source has its own classifier).
 
 {table(rank_rows, [("rank", "rank"), ("source", "source"), ("backbone", "backbone"),
-                   ("best_strategy", "best strategy"), ("mean_txt", "top-1 (mean ± spread)"),
-                   ("vs_scratch", "vs scratch"), ("predicted_rank", "predicted rank"), ("logme", "LogME"),
-                   ("leep", "LEEP")])}
+                   ("best_strategy", "best strategy"), ("top1", "top-1 (mean ± spread)"), ("lr_txt", "lr"),
+                   ("vs_own", "vs own scratch"), ("vs_best", "vs best scratch"), ("verdict", "verdict"),
+                   ("gflops_txt", "GFLOPs"), ("latency_txt", "latency (ms)"), ("params_txt", "params (M)"),
+                   ("predicted", "predicted rank"), ("logme", "LogME"), ("leep", "LEEP")])}
 
 {chr(10).join(tau_lines)}
 
 ![best strategy per source](best_strategy.png)
 
+![accuracy against cost](accuracy_vs_cost.png)
+{_pretraining_section(res)}{_lr_section(res)}
 ## Negative transfer
 
 A source × strategy is flagged when its mean top-1 at a fraction is below scratch (same backbone, same
@@ -300,17 +458,78 @@ and its numbers above leave the cell out. Re-running the benchmark retries it.
 
 {failures}
 
-Every cell (with its mean class accuracy and training time) is in `results.csv`; the transferability
-scores are in `transferability.csv`; each cell's run is `train/<run>/` and `eval/<run>/`.
+Every cell (with its learning rate, validation and test top-1, mean class accuracy and training time)
+is in `results.csv`; the ranking and verdicts in `summary.json` and `ranking.csv`; the transferability
+scores in `transferability.csv`; each cell's run is `train/<run>/` and `eval/<run>/`.
 """
-    write_text(out / "report.md", text)
-    return {"ranking": ranking, "flags": flags, "tau": taus, "report": out / "report.md",
-            "failed_cells": [{"run": r["run"], "error": r["error"]} for r in failed]}
+
+
+def headline(summary: Mapping[str, Any]) -> str:
+    """The answer first: which sources are worth it, against the best model trained from scratch."""
+    strongest = summary["best_scratch"]
+    if strongest is None:
+        return "**No scratch baseline finished**: no verdict."
+    base = f"{strongest['backbone']} trained from scratch, top-1 {strongest['top1_mean']:.3f}"
+    worth = [e for e in summary["ranking"] if e["beats_best_scratch"]]
+    if worth:
+        names = ", ".join(f"**{e['source']}** ({e['best_strategy']}, {e['top1_mean']:.3f})" for e in worth)
+        verb = "beats" if len(worth) == 1 else "beat"
+        text = f"**Worth it**: {names} {verb} the best model trained from scratch ({base})."
+    else:
+        text = f"**No source is worth it**: none beats the best model trained from scratch ({base}) by more than " \
+               "the seed spread."
+    own_only = [e["source"] for e in summary["ranking"] if e["beats_own_scratch"] and not e["beats_best_scratch"]]
+    if own_only:
+        verb, own = ("beats", "its") if len(own_only) == 1 else ("beat", "their")
+        text += (f" {', '.join(own_only)} {verb} only {own} own backbone from scratch: another architecture "
+                 "trained from scratch does as well or better.")
+    if summary["negative_transfer"]:
+        text += f" Negative transfer: {', '.join(summary['negative_transfer'])}."
+    return text
+
+
+def _pretraining_section(res: BenchmarkResults) -> str:
+    if not res.pretraining:
+        return ""
+    rows = [{"source": name, "dataset": p.get("dataset", ""), "seconds": _fmt_opt(p.get("seconds"), 0),
+             "val": _fmt_opt(p.get("val_top1"))} for name, p in sorted(res.pretraining.items())]
+    return f"""
+## Source datasets pretrained by the benchmark
+
+Each was trained on its own dataset first (`benchmark/sources/<source>/`), then transferred like any
+checkpoint. Validation top-1 is on the source's own task.
+
+{table(rows, [("source", "source"), ("dataset", "dataset"), ("seconds", "pretraining (s)"),
+              ("val", "val top-1 on its task")])}
+"""
+
+
+def _lr_section(res: BenchmarkResults) -> str:
+    if res.lr_selection is None:
+        return ""
+    return f"""
+## Learning rate per source × strategy (chosen on the validation split)
+
+Each source × strategy (scratch per backbone) was trained at every rate below; the rate with the best
+mean validation top-1 over fractions and seeds was kept, and only its cells were evaluated on the test
+split.
+
+{table(res.lr_selection, [("source", "source"), ("backbone", "backbone"), ("strategy", "strategy"),
+                          ("lr", "lr"), ("lr_factor", "× configured"), ("val_top1", "val top-1"),
+                          ("cells", "cells"), ("chosen", "chosen")])}
+"""
+
+
+def _fmt_lr(lr: Any) -> str:
+    if lr is None:
+        return "n/a"
+    return ", ".join(f"{x:.3g}" for x in lr) if isinstance(lr, list) else f"{lr:.3g}"
 
 
 def _fmt_signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
-__all__ = ["add_transfer_gains", "aggregate", "negative_transfer", "measured_ranking", "rank_agreement",
-           "plot_learning_curve", "plot_best_strategy", "write_report", "format_flag", "spread"]
+__all__ = ["BenchmarkResults", "add_transfer_gains", "aggregate", "beats", "best_scratch", "format_flag", "headline",
+           "measured_ranking", "negative_transfer", "plot_accuracy_vs_cost", "plot_best_strategy",
+           "plot_learning_curve", "rank_agreement", "scratch_baselines", "spread", "summarize", "write_report"]
