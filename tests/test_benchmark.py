@@ -164,6 +164,19 @@ sources:
     with pytest.raises(UserError, match="partial needs --freeze-to"):
         plan(load_sources(_write(tmp_path / "nofreeze.yaml", "sources: [{name: a, backbone: x3d_xs, "
                                                              "weights: kinetics400}]\n")), ("partial",), (1.0,), 1)
+    with pytest.raises(UserError, match="give either `weights`"):
+        load_sources(_write(tmp_path / "both.yaml", "sources: [{name: a, backbone: x3d_xs, weights: kinetics400, "
+                                                    "dataset: ws}]\n"))
+    with pytest.raises(UserError, match=r"sources\[0\].pretrain: unknown key 'epoch'"):
+        load_sources(_write(tmp_path / "pre.yaml", "sources: [{name: a, backbone: x3d_xs, dataset: ws, "
+                                                   "pretrain: {epoch: 3}}]\n"))
+    with pytest.raises(UserError, match="`from` goes with `dataset`"):
+        load_sources(_write(tmp_path / "from.yaml", "sources: [{name: a, backbone: x3d_xs, weights: kinetics400, "
+                                                    "from: kinetics400}]\n"))
+    cont = load_sources(_write(tmp_path / "cont.yaml", "sources: [{name: a, backbone: x3d_xs, dataset: ws, "
+                                                       "from: kinetics400, pretrain: {epochs: 2}}]\n")).sources[0]
+    assert (cont.dataset, cont.pretrain_config().strategy) == (tmp_path / "ws", "finetune")
+    assert cont.pretrain_config().weights == "kinetics400"
     with pytest.raises(UserError, match="used twice"):
         load_sources(_write(tmp_path / "dup.yaml", "sources: [{name: a, backbone: x3d_xs, weights: kinetics400}, "
                                                    "{name: a, backbone: x3d_xs, weights: kinetics400}]\n"))
@@ -174,9 +187,14 @@ def test_example_sources_file_plans() -> None:
     from pipeline.benchmark.sources import load_sources
 
     sf = load_sources(REPO / "configs" / "sources.yaml")
-    assert [s.backbone for s in sf.sources] == ["efficientnet_lite0", "x3d_xs", "r3d_18"]
-    cells = plan(sf, sf.strategies, sf.fractions, sf.seeds)
+    assert [s.backbone for s in sf.sources] == ["efficientnet_lite0", "x3d_xs", "x3d_xs", "r3d_18"]
+    gym = sf.sources[2]
+    assert gym.dataset == (REPO / "runs" / "gym").resolve() and gym.pretrain_config().epochs == 30  # ../ of configs/
+    assert gym.pretrain_config().strategy == "scratch"
+    cells = plan(sf, sf.strategies, sf.fractions, sf.seeds, sf.lr_factors)
     assert {c.strategy for c in cells} == {"linear", "partial", "finetune", "scratch"}
+    assert {c.lr_factor for c in cells} == {0.333, 1.0, 3.0}
+    assert len(cells) == (4 * 3 + 3) * 4 * 3 * 3  # (sources × strategies + backbones) × fractions × seeds × rates
 
 
 def test_cli_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

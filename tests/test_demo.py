@@ -11,7 +11,8 @@ from pipeline.stages.demo import DemoPlan, run_demo
 pytestmark = pytest.mark.slow
 
 TINY = DemoPlan(source_clips_per_class=6, target_clips_per_class=8, video_size=32, frame_size=64,
-                source_epochs=1, target_epochs=2, linear_epochs=3, workers=1, shuffled_clips_per_class=3)
+                source_epochs=1, target_epochs=2, linear_epochs=3, workers=1, shuffled_clips_per_class=3,
+                bench_lr_factors=(1.0,))
 
 
 def test_demo_writes_report_and_summary(tmp_path):
@@ -32,7 +33,14 @@ def test_demo_writes_report_and_summary(tmp_path):
     # The "which source?" section: a real benchmark grid on the target, scratch included.
     assert "## Which source? (`vtl benchmark`)" in text
     bench = json.loads((tmp_path / "benchmark.json").read_text())
-    assert {e["source"] for e in bench["ranking"]} == {"imagenet", "shuffled-labels"}
+    summary_json = tmp_path / "target" / "benchmark" / "summary.json"
+    assert (tmp_path / "benchmark.json").read_bytes() == summary_json.read_bytes()
+    assert {e["source"] for e in bench["ranking"]} == {"imagenet", "shuffled-labels", "scratch"}
+    assert bench["best_scratch"]["backbone"] in {"efficientnet_lite0", "resnet18"}
+    # The shuffled source was pretrained by the benchmark itself, from its dataset.
+    pretrained = tmp_path / "target" / "benchmark" / "sources" / "shuffled-labels" / "train" / "pretrain"
+    assert (pretrained / "best.pt").is_file()
+    assert "beats best scratch" in text
     results = (tmp_path / "target" / "benchmark" / "results.csv").read_text().splitlines()
     assert sum(",scratch," in line for line in results) == 2 * TINY.bench_seeds  # one per backbone and seed
     assert set(bench["negative_transfer"]) <= {"imagenet", "shuffled-labels"}

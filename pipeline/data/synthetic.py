@@ -28,6 +28,7 @@ import numpy as np
 
 MOTIONS = ("right", "left", "up", "down", "grow", "shrink")
 SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = {"red": (230, 50, 50), "green": (50, 210, 60), "blue": (60, 80, 240), "yellow": (235, 220, 40)}
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def make_clip(motion: str, shape: str, domain: str, rng: np.random.Generator, *,
     ys, xs, rs = _trajectory(motion, t, size, rng)
     bg = _background(domain, size, rng)
     if domain == "source":
-        colour = rng.uniform(150, 255, size=3)
+        colour = rng.uniform(150, 255, size=3) if hue is None else \
+            np.clip(np.asarray(hue, dtype=np.float32) + rng.normal(0, 15, size=3), 0, 255)
         fill = np.broadcast_to(colour, (size, size, 3))
     else:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -135,15 +137,27 @@ def make_clip(motion: str, shape: str, domain: str, rng: np.random.Generator, *,
 
 
 def make_source_dataset(root: Path, clips_per_class: int, *, seed: int = 0, size: int = 64, frames: int = 16,
-                        motions: Sequence[str] = MOTIONS, shuffle_labels: bool = False) -> Path:
-    """``root/<motion>/<n>.mp4``: label = motion, any shape. Returns ``root``."""
+                        motions: Sequence[str] = MOTIONS, shuffle_labels: bool = False,
+                        label_by: str = "motion", shapes: Sequence[str] = SHAPES, domain: str = "source",
+                        colours: Sequence[str] = ()) -> Path:
+    """``root/<label>/<n>.mp4``, ``clips_per_class`` per motion: by default the label is the motion,
+    done by any of ``shapes``. ``label_by="shape"`` or ``"colour"`` labels the same kind of clips by
+    the object's shape or by its colour (one of ``colours``, names of :data:`COLOURS`; without
+    them the colour is random) instead. ``domain="target"`` draws the clips in the target's style
+    (striped objects on textures). Returns ``root``."""
+    if label_by not in ("motion", "shape", "colour") or (label_by == "colour" and not colours):
+        raise ValueError(f"label_by must be 'motion', 'shape' or 'colour' (with colours), got {label_by!r}")
     rng = np.random.default_rng(seed)
+    labels = {"motion": motions, "shape": shapes, "colour": colours}[label_by]
     for motion in motions:
         for n in range(clips_per_class):
-            shape = SHAPES[rng.integers(len(SHAPES))]
-            clip = make_clip(motion, shape, "source", rng, size=size, frames=frames)
-            label = motions[rng.integers(len(motions))] if shuffle_labels else motion
-            write_video(root / label / f"{motion}_{n:03d}.mp4", clip)
+            shape = shapes[rng.integers(len(shapes))]
+            colour = colours[rng.integers(len(colours))] if colours else None
+            clip = make_clip(motion, shape, domain, rng, size=size, frames=frames,
+                             hue=COLOURS[colour] if colour else None)
+            truth = {"motion": motion, "shape": shape, "colour": colour}[label_by]
+            label = labels[rng.integers(len(labels))] if shuffle_labels else truth
+            write_video(root / str(label) / f"{motion}_{n:03d}.mp4", clip)
     return root
 
 

@@ -10,6 +10,7 @@ with the same types and defaults::
     train:                      # one run, or a list of runs
       - {backbone: efficientnet_lite0, strategy: linear, epochs: 30}
     evaluate: {split: test}     # evaluates every run listed under train
+    benchmark: {sources: sources.yaml, strategies: [linear, finetune], fractions: [0.1, 1.0], seeds: 3}
 
 Unknown keys are an error with a "did you mean" suggestion; relative paths are
 relative to the config file's folder.
@@ -21,6 +22,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pipeline.benchmark.config import BenchmarkConfig
 from pipeline.data.formats.csvlist import parse_spec
 from pipeline.data.sampling import SamplingConfig
 from pipeline.engine.config import EvaluateConfig, TrainConfig
@@ -28,13 +30,14 @@ from pipeline.errors import UserError
 from pipeline.options import build, check_keys, field_names, load_yaml
 from pipeline.progress import echo
 from pipeline.report.runs import write_report
+from pipeline.stages.benchmark import run_benchmark
 from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.prepare import PrepareConfig, format_summary, run_prepare
 from pipeline.stages.sample import SampleConfig, run_sample, sampling_for
 from pipeline.stages.train import run_train
 from pipeline.workspace import Workspace
 
-SECTIONS = ("workspace", "prepare", "sample", "train", "evaluate")
+SECTIONS = ("workspace", "prepare", "sample", "train", "evaluate", "benchmark")
 
 
 @dataclasses.dataclass
@@ -47,6 +50,7 @@ class Plan:
     sample_run: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     trains: list[TrainConfig] = dataclasses.field(default_factory=list)
     evaluate: EvaluateConfig | None = None
+    benchmark: BenchmarkConfig | None = None
 
 
 def load_plan(path: Path) -> Plan:
@@ -88,6 +92,11 @@ def load_plan(path: Path) -> Plan:
         section = _section(data, "evaluate", path)
         check_keys(section, [k for k in field_names(EvaluateConfig) if k != "run"], f"{path}: evaluate")
         plan.evaluate = build(EvaluateConfig, section, f"{path}: evaluate")
+    if "benchmark" in data:
+        section = _section(data, "benchmark", path)
+        if section.get("sources") is not None:
+            section["sources"] = _path(section["sources"], base)
+        plan.benchmark = build(BenchmarkConfig, section, f"{path}: benchmark")
     return plan
 
 
@@ -107,6 +116,9 @@ def run_file(path: Path) -> dict[str, Any]:
                                for cfg in plan.trains]
         results["report"] = write_report(ws)
         echo(f"report: {results['report']}")
+    if plan.benchmark is not None:
+        results["benchmark"] = run_benchmark(ws, plan.benchmark)
+        echo(f"benchmark: {results['benchmark']['report']}")
     return results
 
 
