@@ -27,23 +27,22 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pipeline.benchmark.config import DEFAULT_FRACTIONS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, BenchmarkConfig
-from pipeline.benchmark.grid import cells_to_run, plan
+from pipeline.benchmark.executors import REMOTE, make_executor
+from pipeline.benchmark.grid import Cell, cells_to_run, plan
 from pipeline.benchmark.results import FAILED, RESULT_COLUMNS, collect_results, csv_row
-from pipeline.benchmark.runner import run_tasks
+from pipeline.benchmark.runner import EXIT_CODES, OwnedRunner, WorkerWorkspace, run_tasks
 from pipeline.benchmark.scores import TRANSFER_COLUMNS, compute_transferability
 from pipeline.benchmark.sources import check_weights, load_sources
-from pipeline.benchmark.tasks import TEST, TRAIN, Task, task_workspace
+from pipeline.benchmark.tasks import EXTRACT, TEST, TRAIN, Task, task_workspace
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
-from pipeline.files import write_csv
+from pipeline.files import read_csv, write_csv
 from pipeline.progress import echo, warn
 from pipeline.report.benchmark import add_transfer_gains, write_report
-from pipeline.sharding import Shard
 from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.train import run_train
 from pipeline.workspace import Workspace
@@ -66,17 +65,34 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
     if not ws.manifest_rows("test"):
         raise UserError(f"{ws.root} has no test split, and every cell is evaluated on it: prepare the workspace "
                         "with --test-fraction above 0 (or an official test split)")
+    executor = make_executor(ws, cfg, run_task=run_task, child_command=CHILD_COMMAND)
+    if cfg.no_wait:
+        job = executor.submit_driver(_drive, str(ws.root), dataclasses.replace(cfg, no_wait=False))
+        echo(f"benchmark: submitted the driver job {job}; once it has ended (or to see the cells finished so far), "
+             f"run the same command with --collect instead of --no-wait")
+        return {"submitted": job}
     out = ws.benchmark_dir
     t0 = time.perf_counter()
-    with ws.lock("benchmark"):
+    # Shared: other executors may run this grid on this workspace at once; the cells are owned
+    # through ownership files (pipeline.benchmark.ownership), every other file is written atomically.
+    with ws.lock("benchmark", shared=True):
         echo(f"benchmark: {len(sf.sources)} source(s) × {len(strategies)} strategies × {len(fractions)} "
              f"fraction(s) × {seeds} seed(s) + scratch = {len(cells)} cells")
-        scores = compute_transferability(ws, sf, need_eval_features="linear" in strategies)
-        write_csv(out / "transferability.csv", TRANSFER_COLUMNS, scores)
-        todo = cells_to_run(ws, cells, force=cfg.force)
-        echo(f"benchmark: {len(cells) - len(todo)} cell(s) done before, {len(todo)} to run")
-        tasks = [Task(TRAIN, c.run, dataclasses.asdict(c.train_config()), restart=restart) for c, restart in todo]
-        run_tasks(ws, tasks, max_parallel=cfg.max_parallel, run_task=run_task, child_command=CHILD_COMMAND)
+        if cfg.collect:
+            scores, todo = _read_scores(out / "transferability.csv"), []
+            cells = _ended(ws, cells)
+        else:
+            if cfg.executor in REMOTE and "linear" in strategies:  # the features, extracted where the cells run
+                run_tasks(ws, [Task(EXTRACT, f"extract-{s.name}", {"sources": str(sf.path), "source": s.name,
+                                                                   "eval": True}) for s in sf.sources],
+                          executor=executor)
+            scores = compute_transferability(ws, sf, need_eval_features="linear" in strategies)
+            write_csv(out / "transferability.csv", TRANSFER_COLUMNS, scores)
+            todo = cells_to_run(ws, cells, force=cfg.force)
+            echo(f"benchmark: {len(cells) - len(todo)} cell(s) done before, {len(todo)} to run")
+            tasks = [Task(TRAIN, c.run, {**dataclasses.asdict(c.train_config()), "device": cfg.device},
+                          restart=restart) for c, restart in todo]
+            run_tasks(ws, tasks, executor=executor)
         rows = add_transfer_gains(collect_results(ws, cells))
         write_csv(out / "results.csv", RESULT_COLUMNS, [csv_row(r) for r in rows])
         failed = [r for r in rows if r["status"] == FAILED]
@@ -89,6 +105,29 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
             "cells": len(cells), "ran": len(todo), "seconds": time.perf_counter() - t0}
 
 
+def _ended(ws: Workspace, cells: list[Cell]) -> list[Cell]:
+    """--collect: the cells evaluated or failed so far (the others may still be running)."""
+    ended = [c for c in cells if ws.run(c.run).is_evaluated or ws.run(c.run).failure() is not None]
+    echo(f"benchmark: collecting {len(ended)} ended cell(s); {len(cells) - len(ended)} not ended yet")
+    if not ended:
+        raise UserError(f"benchmark: no cell of this grid has ended yet in {ws.root}")
+    return ended
+
+
+def _read_scores(path: Path) -> list[dict[str, Any]]:
+    """transferability.csv as :func:`compute_transferability` returned it (numbers, None for n/a)."""
+    if not path.is_file():
+        return []
+    numbers = ("logme", "leep", "predicted_rank", "num_videos", "feature_dim")
+    return [{k: (float(v) if v not in ("", None) else None) if k in numbers else v for k, v in row.items()}
+            for row in read_csv(path)]
+
+
+def _drive(root: str, cfg: BenchmarkConfig) -> dict[str, Any]:
+    """The driver job of ``--no-wait``: the whole benchmark, waiting for its arrays."""
+    return run_benchmark(Workspace(root), cfg)
+
+
 def run_task(ws: Workspace, task: Task) -> bool:
     """Run one task in this process; a failure (bad input or checkpoint, a diverged loss, out of
     memory, ...) is recorded in its run folder and ends only this task. True when it finished."""
@@ -99,12 +138,17 @@ def run_task(ws: Workspace, task: Task) -> bool:
         if task.kind == TEST:
             run_evaluate(ws, EvaluateConfig(**task.config))
             return True
+        if task.kind == EXTRACT:
+            sf = load_sources(Path(task.config["sources"]))
+            one = dataclasses.replace(sf, sources=[s for s in sf.sources if s.name == task.config["source"]])
+            compute_transferability(ws, one, need_eval_features=task.config["eval"])
+            return True
         cfg = TrainConfig(**task.config)
         if task.restart:
             run.forget_eval()  # a retrained cell is not done until it is evaluated again
         run_train(ws, cfg, restart=task.restart)
         if task.kind == TRAIN and task.test:
-            run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test"))
+            run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test", device=cfg.device))
     except Exception as e:  # noqa: BLE001 - any failure of one task is that task's, never the grid's
         reason = " ".join(str(e).split()) or type(e).__name__
         run.record_failure(reason if isinstance(e, UserError) else f"{type(e).__name__}: {reason}")
@@ -114,14 +158,6 @@ def run_task(ws: Workspace, task: Task) -> bool:
 
 
 # ----------------------------------------------------------------------------- child process
-
-
-class _CoordinatedWorkspace(Workspace):
-    """A workspace whose lock the parent ``vtl benchmark`` holds: a child cell takes none."""
-
-    @contextmanager
-    def lock(self, stage: str, shard: Shard | None = None) -> Iterator[None]:
-        yield
 
 
 def _exit_with_parent() -> None:
@@ -137,19 +173,21 @@ def _exit_with_parent() -> None:
 
 
 def _task_main(argv: list[str]) -> int:
-    """``python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON``: run one task.
-    Internal: ``vtl benchmark`` starts it, under its workspace lock."""
-    if len(argv) != 3 or argv[0] != "task":
-        print("usage: python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON (internal to vtl benchmark)",
-              file=sys.stderr)
+    """``python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON RUNNER_JSON``: run one task
+    (internal: the local executor of ``vtl benchmark`` starts it); the exit code says how it ended
+    (:data:`~pipeline.benchmark.runner.EXIT_CODES`)."""
+    if len(argv) != 4 or argv[0] != "task":
+        print("usage: python -m pipeline.stages.benchmark task WORKSPACE TASK_JSON RUNNER_JSON "
+              "(internal to vtl benchmark)", file=sys.stderr)
         return 2
     _exit_with_parent()
     try:
         task = Task.from_json(argv[2])
+        runner = OwnedRunner.from_json(argv[3], run_task)
     except (ValueError, TypeError) as e:
         print(f"error: bad task: {e}", file=sys.stderr)
         return 2
-    return 0 if run_task(_CoordinatedWorkspace(argv[1]), task) else 1
+    return EXIT_CODES[runner(WorkerWorkspace(argv[1]), task)]
 
 
 if __name__ == "__main__":
