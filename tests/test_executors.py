@@ -12,7 +12,9 @@ train each cell once; the local runner pins each child to its device.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,8 +42,15 @@ FOLDERS = ("train", "eval", "features", "benchmark")  # what a benchmark writes 
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A sampled 3-class target (12 clips per class: 6 train / 3 val / 3 test) and a sources file."""
+def target(tmp_path_factory: pytest.TempPathFactory):
+    """A sampled 3-class target (12 clips per class: 6 train / 3 val / 3 test) and a sources file;
+    torch on one thread here and in the workers (Slurm jobs inherit it; Ray sets it itself): on a
+    loaded 2-core machine far faster than oversubscribed threads."""
+    import torch
+
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     from pipeline.data.sampling import SamplingConfig
     from pipeline.data.synthetic import TARGET_CLASSES, make_target_dataset
     from pipeline.stages.prepare import PrepareConfig, run_prepare
@@ -56,7 +65,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run_sample(ws, SamplingConfig(frames=2, short_side=32), SampleConfig(workers=0))
     sources = root / "sources.yaml"
     sources.write_text(SOURCES)
-    return {"ws": ws.root, "sources": sources}
+    yield {"ws": ws.root, "sources": sources}
+    torch.set_num_threads(threads)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
 
 
 def _fresh(target: dict[str, Path], name: str, *, broken: bool = True) -> Path:
@@ -95,7 +109,7 @@ def ray_cluster():
 
 @pytest.mark.slow
 def test_three_executors_agree_and_survive_a_failing_cell(target, ray_cluster) -> None:
-    runs = {"local": ("--max-parallel", "2"), "ray": (), "slurm": ("--slurm-cluster", "local")}
+    runs = {"local": (), "ray": (), "slurm": ("--slurm-cluster", "local")}
     results = {}
     for executor, extra in runs.items():
         ws = _fresh(target, f"ws-{executor}")
@@ -116,3 +130,86 @@ def test_three_executors_agree_and_survive_a_failing_cell(target, ray_cluster) -
                                                                            abs=1e-6)
     # Feature extraction ran as a task of its own (ray, slurm) before the cells.
     assert (target["ws"].parent / "ws-ray" / "benchmark" / "owners" / "extract-extract-effnet.ended").is_file()
+
+
+@pytest.mark.slow
+def test_a_lost_ray_worker_is_retried_and_resumes_from_last_pt(target, ray_cluster) -> None:
+    """The worker running a cell is killed (SIGKILL, from here) once the cell has saved its first
+    epoch: Ray runs the task again, which takes over its own ownership record and resumes."""
+    from pipeline.benchmark.ownership import read_record
+    from pipeline.benchmark.ray_executor import RayExecutor
+    from pipeline.benchmark.runner import FINISHED, run_tasks
+    from pipeline.benchmark.tasks import TRAIN, Task
+    from pipeline.engine.config import TrainConfig
+    from pipeline.stages.benchmark import run_task
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(_fresh(target, "ws-lost", broken=False))
+    cfg = TrainConfig(backbone="efficientnet_lite0", strategy="scratch", epochs=6, lr=0.003, batch_size=12,
+                      input_size=32, augment="none", name="lost")
+    task = Task(TRAIN, "lost", dataclasses.asdict(cfg))
+    executor = RayExecutor(run_task, 60.0, None, gpus=1.0, linear_gpus=0.25, cpus=1.0)
+    statuses: dict[str, str] = {}
+    driver = threading.Thread(target=lambda: statuses.update(run_tasks(ws, [task], executor=executor)))
+    driver.start()
+    owner = ws.benchmark_dir / "owners" / "train-lost.owner"
+    deadline = time.monotonic() + 120
+    while (record := read_record(owner)) is None or not ws.run("lost").last.is_file():
+        assert time.monotonic() < deadline and driver.is_alive(), "the cell never started"
+        time.sleep(0.02)
+    assert record["pid"] != os.getpid()
+    os.kill(record["pid"], signal.SIGKILL)
+    driver.join(timeout=240)
+    assert statuses == {"train-lost": FINISHED}
+    assert read_record(ws.benchmark_dir / "owners" / "train-lost.ended")["attempt"] == 2
+    assert [h["epoch"] for h in ws.run("lost").history()] == [1, 2, 3, 4, 5, 6]  # resumed, not replayed twice
+    assert ws.run("lost").is_evaluated
+
+
+@pytest.mark.slow
+def test_two_executors_sharing_a_workspace_train_each_cell_once(target) -> None:
+    """Two `vtl benchmark` processes at once on one workspace, two child processes each: every
+    cell's log (appended to by both) shows its epochs once, and both report the whole grid."""
+    ws = _fresh(target, "ws-shared", broken=False)
+    command = [sys.executable, "-m", "pipeline", "benchmark", str(ws), "--sources", str(target["sources"]), *GRID,
+               "--max-parallel", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert any("another executor" in err for _, err in outputs)  # they did meet
+    rows = _results(ws)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    for r in rows:
+        epochs = 4 if r["strategy"] == "linear" else 2
+        log = (ws / "benchmark" / "logs" / f"{r['run']}.log").read_text()
+        trained = re.findall(r"epoch (\d+)/(\d+): loss", log)  # a finished epoch's line
+        assert trained == [(str(e), str(epochs)) for e in range(1, epochs + 1)], (r["run"], log)
+
+
+@pytest.mark.slow
+def test_local_children_are_pinned_to_their_devices(target) -> None:
+    """Given devices 0 and 1 (no GPU here: the children end up on the CPU all the same), each of
+    two children at once gets one of them as its CUDA_VISIBLE_DEVICES, as its log records (the
+    real child command, re-evaluating two cells on the val split)."""
+    from pipeline.benchmark.runner import FINISHED, LocalExecutor, run_tasks
+    from pipeline.benchmark.tasks import TEST, Task
+    from pipeline.engine.config import EvaluateConfig
+    from pipeline.stages.benchmark import CHILD_COMMAND, run_task
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(target["ws"].parent / "ws-local")  # trained by the first test
+    if not ws.run("bench-effnet-linear-f1-s0").is_evaluated:
+        ws = Workspace(_fresh(target, "ws-pinned", broken=False))
+        _invoke("benchmark", ws.root, "--sources", target["sources"], *GRID)
+    runs = ("bench-effnet-linear-f1-s0", "bench-efficientnet_lite0-scratch-f1-s0")
+    tasks = [Task(TEST, run, dataclasses.asdict(EvaluateConfig(run=run, split="val"))) for run in runs]
+    executor = LocalExecutor(run_task, CHILD_COMMAND, 60.0, max_parallel=2, devices=("0", "1"))
+    assert run_tasks(ws, tasks, executor=executor) == {f"test-{t.run}": FINISHED for t in tasks}
+    seen = []
+    for t in tasks:
+        log = (ws.benchmark_dir / "logs" / f"{t.run}.test.log").read_text()
+        seen += re.findall(rf"benchmark: test {t.run}: pid \d+ on .*, CUDA_VISIBLE_DEVICES=(\S*)", log)
+    assert sorted(seen) == ["0", "1"], seen

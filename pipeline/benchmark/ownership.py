@@ -12,7 +12,7 @@ time, so a second attempt of its own (a Ray retry after a lost worker, a requeue
 the first one is gone. Taking over is guarded by ``<key>.takeover`` (also ``O_EXCL``), so that of
 two executors that find one stale record only one replaces it.
 
-When a task ends, its owner writes ``<key>.ended`` (when, and how) before letting go: an executor
+When a task ends, its owner writes ``<key>.ended`` (when, how, at which attempt) before letting go: an executor
 that planned the task before that moment finds it ended by another, and does not run it again.
 """
 
@@ -149,8 +149,8 @@ def owned_by_other(ws: Workspace, task: Task, stale_after: float) -> bool:
 # ----------------------------------------------------------------------------- ended tasks
 
 
-def mark_ended(ws: Workspace, task: Task, status: str) -> None:
-    write_json(owners_dir(ws) / f"{task_key(task)}.ended", {"status": status, "at": time.time()})
+def mark_ended(ws: Workspace, task: Task, status: str, attempt: int) -> None:
+    write_json(owners_dir(ws) / f"{task_key(task)}.ended", {"status": status, "at": time.time(), "attempt": attempt})
 
 
 def ended_since(ws: Workspace, task: Task, since: float) -> str | None:

@@ -76,7 +76,7 @@ class OwnedRunner:
                 return ENDED_ELSEWHERE
             task = _idempotent(ws, task, owner.attempt)
             status = FINISHED if self.run_task(ws, task) else FAILED
-            mark_ended(ws, task, status)
+            mark_ended(ws, task, status, owner.attempt)
             return status
         finally:
             owner.release()
