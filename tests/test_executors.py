@@ -213,3 +213,58 @@ def test_local_children_are_pinned_to_their_devices(target) -> None:
         log = (ws.benchmark_dir / "logs" / f"{t.run}.test.log").read_text()
         seen += re.findall(rf"benchmark: test {t.run}: pid \d+ on .*, CUDA_VISIBLE_DEVICES=(\S*)", log)
     assert sorted(seen) == ["0", "1"], seen
+
+
+@pytest.mark.slow
+def test_slurm_no_wait_submits_a_driver_then_collect_reports(target) -> None:
+    """--no-wait submits the benchmark as one driver job and returns; the driver (on submitit's
+    local cluster: a process here) writes results.csv; --collect rebuilds it from the ended cells."""
+    ws = target["ws"].parent / "ws-slurm"  # run by the first test
+    if not (ws / "benchmark" / "results.csv").is_file():
+        ws = _fresh(target, "ws-no-wait")
+    before = _results(ws) if (ws / "benchmark" / "results.csv").is_file() else None
+    (ws / "benchmark" / "results.csv").unlink(missing_ok=True)
+    slurm = ("--executor", "slurm", "--slurm-cluster", "local")
+    result = _invoke("benchmark", ws, "--sources", target["sources"], *GRID, *slurm, "--no-wait")
+    assert result.stdout.startswith("submitted the benchmark as job ")
+    deadline = time.monotonic() + 300
+    while not (ws / "benchmark" / "results.csv").is_file():
+        assert time.monotonic() < deadline, "the driver job wrote no results.csv"
+        time.sleep(0.5)
+    rows = _results(ws)
+    assert [(r["run"], r["status"]) for r in rows] == [
+        ("bench-efficientnet_lite0-scratch-f1-s0", "ok"), (BROKEN, "failed"),
+        ("bench-effnet-linear-f1-s0", "ok"), ("bench-effnet-linear-f1-s1", "ok")]
+    if before is not None:
+        assert [r["top1"] for r in rows] == [r["top1"] for r in before]
+    time.sleep(1.0)  # the driver writes the report after results.csv
+    (ws / "benchmark" / "results.csv").unlink()
+    collected = _invoke("benchmark", ws, "--sources", target["sources"], *GRID, "--collect")
+    assert "collecting 4 ended cell(s); 0 not ended yet" in collected.stderr
+    assert [(r["run"], r["top1"]) for r in _results(ws)] == [(r["run"], r["top1"]) for r in rows]
+
+
+def test_missing_extra_and_bad_device_are_one_line_errors(target, monkeypatch, capsys) -> None:
+    from pipeline.cli import main
+    from pipeline.engine import distributed
+    from pipeline.errors import UserError
+
+    for executor, module, extra in (("ray", "ray", "Ray"), ("slurm", "submitit", "submitit")):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, module, None)  # as if not installed: `import` raises ImportError
+            with pytest.raises(SystemExit) as e:
+                main(["benchmark", str(target["ws"]), "--sources", str(target["sources"]), "--executor", executor])
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"error: --executor {executor} needs {extra}: pip install 'vtl[{executor}]'\n"
+    assert distributed.device(distributed.DistInfo(requested="cpu")).type == "cpu"
+    with pytest.raises(UserError, match="--device must be cpu, cuda or cuda:N, got 'tpu'"):
+        distributed.device(distributed.DistInfo(requested="tpu"))
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda:1: no GPU is visible"):
+            distributed.device(distributed.DistInfo(requested="cuda:1"))
+    with pytest.raises(SystemExit) as e:
+        main(["benchmark", str(target["ws"]), "--sources", str(target["sources"]), "--executor", "local",
+              "--no-wait"])
+    assert e.value.code == 2 and "--no-wait submits a driver job" in capsys.readouterr().err
