@@ -113,10 +113,14 @@ class Executor(Protocol):
         ...
 
 
-def run_tasks(ws: Workspace, todo: Sequence[Task], *, executor: Executor) -> dict[str, str]:
+def run_tasks(ws: Workspace, todo: Sequence[Task], *, executor: Executor,
+              planned_at: float | None = None) -> dict[str, str]:
     """Run every task of ``todo`` with ``executor``; tasks another executor holds are waited for,
-    then run here if their owner died before ending them. Each task's status, by key."""
-    runner = OwnedRunner(executor.run_task, uuid.uuid4().hex, time.time(), executor.stale_after)
+    then run here if their owner died before ending them. ``planned_at``: when ``todo`` was
+    planned (default: now); a task another executor ended after that is not run again. Each
+    task's status, by key."""
+    since = time.time() if planned_at is None else planned_at
+    runner = OwnedRunner(executor.run_task, uuid.uuid4().hex, since, executor.stale_after)
     statuses: dict[str, str] = {}
     pending = list(todo)
     while pending:

@@ -13,11 +13,14 @@ every backbone at every fraction and seed (see :mod:`pipeline.benchmark`). In or
 3. **Report**: ``benchmark/results.csv`` (one row per cell), ``report.md``,
    ``learning_curve.png``, ``best_strategy.png`` (see :mod:`pipeline.report.benchmark`).
 
-Locking: the benchmark holds the workspace lock from start to end, so no other ``vtl`` process
-writes to the workspace meanwhile. With ``--max-parallel N`` (N > 1) the cells run in N child
-processes (``python -m pipeline.stages.benchmark cell …``, this module's entry point) that do not
-take the lock themselves: they run under the parent's lock, each writing only its own run (the
-features linear cells need are extracted by the parent first).
+Where the tasks run: ``--executor local`` (this process, or ``--max-parallel N`` child processes
+``python -m pipeline.stages.benchmark task …``, this module's entry point, one GPU each), ``ray``
+or ``slurm`` (:mod:`pipeline.benchmark.runner`); there the features linear cells need are
+extracted by one task per source first, elsewhere by this process.
+
+Locking: the benchmark and its workers hold the workspace lock *shared*, so that a plain ``vtl
+train`` waits for them but several executors may run one grid at once; each task is owned by the
+process running it (:mod:`pipeline.benchmark.ownership`), each writing only its own run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pipeline.benchmark.grid import Cell, cells_to_run, plan
 from pipeline.benchmark.results import FAILED, RESULT_COLUMNS, collect_results, csv_row
 from pipeline.benchmark.runner import EXIT_CODES, OwnedRunner, WorkerWorkspace, run_tasks
 from pipeline.benchmark.scores import TRANSFER_COLUMNS, compute_transferability
+from pipeline.benchmark.slurm_executor import SlurmExecutor
 from pipeline.benchmark.sources import check_weights, load_sources
 from pipeline.benchmark.tasks import EXTRACT, TEST, TRAIN, Task, task_workspace
 from pipeline.engine.config import EvaluateConfig, TrainConfig
@@ -67,6 +71,7 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
                         "with --test-fraction above 0 (or an official test split)")
     executor = make_executor(ws, cfg, run_task=run_task, child_command=CHILD_COMMAND)
     if cfg.no_wait:
+        assert isinstance(executor, SlurmExecutor)  # BenchmarkConfig allows --no-wait with slurm only
         job = executor.submit_driver(_drive, str(ws.root), dataclasses.replace(cfg, no_wait=False))
         echo(f"benchmark: submitted the driver job {job}; once it has ended (or to see the cells finished so far), "
              f"run the same command with --collect instead of --no-wait")
@@ -88,11 +93,12 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
                           executor=executor)
             scores = compute_transferability(ws, sf, need_eval_features="linear" in strategies)
             write_csv(out / "transferability.csv", TRANSFER_COLUMNS, scores)
+            planned_at = time.time()  # a cell another executor ends after this is not run again here
             todo = cells_to_run(ws, cells, force=cfg.force)
             echo(f"benchmark: {len(cells) - len(todo)} cell(s) done before, {len(todo)} to run")
             tasks = [Task(TRAIN, c.run, {**dataclasses.asdict(c.train_config()), "device": cfg.device},
                           restart=restart) for c, restart in todo]
-            run_tasks(ws, tasks, executor=executor)
+            run_tasks(ws, tasks, executor=executor, planned_at=planned_at)
         rows = add_transfer_gains(collect_results(ws, cells))
         write_csv(out / "results.csv", RESULT_COLUMNS, [csv_row(r) for r in rows])
         failed = [r for r in rows if r["status"] == FAILED]
