@@ -268,3 +268,35 @@ def test_missing_extra_and_bad_device_are_one_line_errors(target, monkeypatch, c
         main(["benchmark", str(target["ws"]), "--sources", str(target["sources"]), "--executor", "local",
               "--no-wait"])
     assert e.value.code == 2 and "--no-wait submits a driver job" in capsys.readouterr().err
+
+
+def test_ownership_of_a_dead_owner_is_taken_over_once_stale_by_one_taker(tmp_path: Path) -> None:
+    """A process owning a task is killed: its record stops being refreshed; a live owner's record
+    is not taken, a stale one is, by exactly one of several executors trying at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.benchmark.ownership import Ownership, read_record
+    from pipeline.benchmark.tasks import TRAIN, Task
+    from pipeline.workspace import Workspace
+
+    ws, task, stale = Workspace(tmp_path / "ws"), Task(TRAIN, "cell", {}), 1.0
+    code = ("import sys, time; from pipeline.benchmark.ownership import Ownership; "
+            "from pipeline.benchmark.tasks import Task; from pipeline.workspace import Workspace; "
+            f"o = Ownership(Workspace(sys.argv[1]), Task('train', 'cell', {{}}), executor='dead', "
+            f"stale_after={stale}); "
+            "assert o.acquire(); print('owned', flush=True); time.sleep(60)")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(ws.root)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "owned"
+    time.sleep(stale * 1.5)  # alive: its heartbeat keeps the record fresh
+    assert not Ownership(ws, task, executor="other", stale_after=stale).acquire()
+    owner.kill()
+    owner.wait()
+    time.sleep(stale * 1.5)
+    takers = [Ownership(ws, task, executor=f"taker-{i}", stale_after=stale) for i in range(6)]
+    with ThreadPoolExecutor(len(takers)) as pool:
+        won = list(pool.map(lambda o: o.acquire(), takers))
+    assert won.count(True) == 1, won
+    winner = takers[won.index(True)]
+    assert read_record(winner.path)["executor"] == winner.executor
+    winner.release()
+    assert not winner.path.exists()

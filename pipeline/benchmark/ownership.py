@@ -65,10 +65,13 @@ class Ownership:
                 return True
             old = read_record(self.path)
             mine = old is not None and old.get("executor") == self.executor
-            if not (mine or self.is_stale()) or not self._take_over(old):
+            if not (mine or self.is_stale()):
                 return False
-            if mine:
-                self.attempt = int(old.get("attempt", 1)) + 1
+            removed = self._take_over()
+            if removed is None:
+                return False
+            if removed.get("executor") == self.executor:
+                self.attempt = int(removed.get("attempt", 1)) + 1
         return False
 
     def release(self) -> None:
@@ -92,21 +95,24 @@ class Ownership:
             json.dump(record, f)
         return True
 
-    def _take_over(self, old: dict[str, Any] | None) -> bool:
-        """Remove a dead (or our own earlier) owner's record, if nobody else is doing so."""
+    def _take_over(self) -> dict[str, Any] | None:
+        """Remove a dead (or our own earlier) owner's record, unless somebody else is doing so or
+        has just done so; the record removed ({} when it was gone), None when not taken over."""
         guard = self.path.with_suffix(".takeover")
         if guard.exists() and self.is_stale(guard):
             guard.unlink(missing_ok=True)  # a taker that died while taking over
         try:
             os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
-            return False
-        try:
-            now = read_record(self.path)
-            if now is not None and old is not None and now.get("token") != old.get("token"):
-                return False  # somebody took it over meanwhile, and is alive
+            return None
+        try:  # checked again under the guard: another taker may have replaced it by a live record
+            if not self.path.exists():
+                return {}
+            record = read_record(self.path)
+            if not ((record or {}).get("executor") == self.executor or self.is_stale()):
+                return None
             self.path.unlink(missing_ok=True)
-            return True
+            return record or {}
         finally:
             guard.unlink(missing_ok=True)
 
