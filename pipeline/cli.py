@@ -262,6 +262,13 @@ def benchmark(workspace: Path, **options: Any) -> None:
     \b
       vtl benchmark runs/ucf --sources configs/sources.yaml --strategies linear,finetune \\
           --fractions 0.1,0.25,1.0 --seeds 3
+
+    The same grid on a Ray cluster or on Slurm (docs/distributed.md); several
+    executors, or machines, may run one grid on one workspace at once:
+
+    \b
+      vtl benchmark runs/ucf --sources configs/sources.yaml --executor ray --ray-address auto
+      vtl benchmark runs/ucf --sources configs/sources.yaml --executor slurm --slurm-partition gpu --no-wait
     """
     from pipeline.progress import warn
     from pipeline.report.benchmark import format_flag, headline
@@ -269,6 +276,9 @@ def benchmark(workspace: Path, **options: Any) -> None:
     from pipeline.workspace import Workspace
 
     r = run_benchmark(Workspace(workspace), BenchmarkConfig(**options))
+    if "submitted" in r:  # --no-wait
+        click.echo(f"submitted the benchmark as job {r['submitted']}; then: vtl benchmark {workspace} ... --collect")
+        return
     click.echo(headline(r).replace("**", ""))
     for e in r["ranking"]:
         click.echo(f"{e['rank']}. {e['source']}: {e['best_strategy']} top-1 {e['top1_mean']:.3f} ± "

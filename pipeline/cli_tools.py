@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pipeline.choices import EXPORT_FORMATS
+from pipeline.cli_options import options_from
+from pipeline.engine.config import PredictConfig
 
 # ----------------------------------------------------------------------------- predict
 
@@ -19,7 +22,8 @@ from pipeline.choices import EXPORT_FORMATS
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--topk", default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
-def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool) -> None:
+@options_from(PredictConfig)
+def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool, **options: Any) -> None:
     """Classify videos or images with a trained checkpoint (top-k with probabilities).
 
     Decodes and samples each input exactly as evaluation does. Example:
@@ -29,7 +33,7 @@ def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool
     """
     from pipeline.stages.predict import run_predict
 
-    for result in run_predict(checkpoint, list(inputs), topk):
+    for result in run_predict(checkpoint, list(inputs), topk, device=PredictConfig(**options).device):
         if as_json:
             click.echo(json.dumps(result))
         else:

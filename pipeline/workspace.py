@@ -193,7 +193,7 @@ class Workspace:
 
     # -- locking ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, stage: str, shard: Shard | None = None) -> Iterator[None]:
+    def lock(self, stage: str, shard: Shard | None = None, *, shared: bool = False) -> Iterator[None]:
         """Hold a lock on the workspace while a stage writes to it.
 
         A second process on the same workspace fails at once with the holder's
@@ -204,9 +204,18 @@ class Workspace:
         shards of one stage can run side by side (each writes only its own
         files), plus an exclusive lock of its own shard, so the same shard
         cannot run twice. An unsharded stage or a merge still excludes them all.
+
+        ``shared``: the workspace lock shared and nothing else, for ``vtl benchmark`` and its
+        workers, which coordinate their cells with ownership files instead
+        (:mod:`pipeline.benchmark.ownership`): several executors may share a workspace, while a
+        plain ``vtl train`` (exclusive) still waits for them all.
         """
         self.runs_root.mkdir(parents=True, exist_ok=True)
         main = (self.runs_root / ".lock").resolve()
+        if shared:
+            with _flock(main, fcntl.LOCK_SH, None, self._busy):
+                yield
+            return
         if shard is None:
             with _flock(main, fcntl.LOCK_EX, f"`vtl {stage}` (pid {os.getpid()})", self._busy):
                 yield

@@ -19,7 +19,7 @@ from conftest import REPO, invoke_vtl
 from pipeline.benchmark.config import BenchmarkConfig
 from pipeline.cli import cli
 from pipeline.data.sampling import SamplingConfig
-from pipeline.engine.config import EvaluateConfig, TrainConfig
+from pipeline.engine.config import EvaluateConfig, PredictConfig, TrainConfig
 from pipeline.options import default_of
 from pipeline.stages.prepare import PrepareConfig
 from pipeline.stages.sample import SampleConfig
@@ -31,9 +31,11 @@ COMMAND_CONFIGS = {
     "train": (TrainConfig,),
     "evaluate": (EvaluateConfig,),
     "benchmark": (BenchmarkConfig,),
+    "predict": (PredictConfig,),
 }
 # Options that are actions of one invocation, not settings of a config: no dataclass field.
-ACTIONS = {"prepare": {"shard", "merge"}, "sample": {"force", "shard", "merge"}, "train": {"restart"}}
+ACTIONS = {"prepare": {"shard", "merge"}, "sample": {"force", "shard", "merge"}, "train": {"restart"},
+           "predict": {"topk", "as_json"}}
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_CONFIGS))

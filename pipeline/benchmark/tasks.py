@@ -20,14 +20,17 @@ from pipeline.workspace import Workspace
 PRETRAIN = "pretrain"  # train a source on its own dataset (a source given as `dataset:`)
 TRAIN = "train"  # train one cell; with `test`, also evaluate it on the test split
 TEST = "test"  # evaluate a trained cell on the test split (the chosen learning rate's)
-TASK_KINDS = (PRETRAIN, TRAIN, TEST)
+# Fill the feature cache of one source (config: sources file, source, eval): its linear cells, run
+# elsewhere at once (Ray, Slurm), then only read it.
+EXTRACT = "extract"
+TASK_KINDS = (PRETRAIN, TRAIN, TEST, EXTRACT)
 
 
 @dataclass(frozen=True)
 class Task:
     kind: str
     run: str  # the run it writes: train/<run>/, eval/<run>/ (a pretraining: under benchmark/sources/)
-    config: dict[str, Any]  # the TrainConfig fields (train, pretrain) or EvaluateConfig fields (test)
+    config: dict[str, Any]  # the TrainConfig fields (train, pretrain), EvaluateConfig fields (test), see EXTRACT
     restart: bool = False  # retrain from the first epoch (the settings changed, or --force)
     test: bool = True  # TRAIN: evaluate on the test split in the same task (no choice of rate to wait for)
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific (a pretraining's source dataset)

@@ -9,7 +9,7 @@ line builds its options from these classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.choices import (
     AUGMENTATIONS,
@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
 # Options that change speed, not results: they may differ when a run is resumed, and are left out
 # of the run config that a resumed run (or a finished benchmark cell) must match.
-SPEED_OPTIONS = ("workers", "amp", "channels_last", "compile")
+SPEED_OPTIONS = ("workers", "amp", "channels_last", "compile", "device")
+
+
+def device_option() -> Any:
+    """The ``--device`` field of every command that runs a network: one default, one help text."""
+    return option(None, "cpu, cuda or cuda:N (default: the GPU when one is visible, else the CPU; under torchrun: "
+                        "the local rank's GPU).", metavar="DEVICE")
 
 
 @dataclass
@@ -80,6 +86,7 @@ class TrainConfig:
         20, "partial/finetune/gradual from pretrained weights: first fit the head on cached frozen features "
             "for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
     head_lr: float = option(1e-2, "LR of that head-only phase.")
+    device: str | None = device_option()
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -171,12 +178,20 @@ class EvaluateConfig:
     views: str | None = option(
         None, "CLIPSxCROPS test views, e.g. 5x3: the first CLIPS cached clips of each video, each at 1 (centre) "
               "or 3 spatial crops; softmax averaged per video. Default: all cached clips x 1.")
+    device: str | None = device_option()
 
     def __post_init__(self) -> None:
         check_choices(self)
         if self.batch_size <= 0:
             raise UserError("--batch-size must be positive")
         parse_views(self.views)
+
+
+@dataclass
+class PredictConfig:
+    """``vtl predict``'s options beyond its arguments."""
+
+    device: str | None = device_option()
 
 
 def parse_views(views: str | None) -> tuple[int | None, int]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.errors import UserError
 from pipeline.progress import echo
 
 
@@ -28,6 +29,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     joined: bool = False  # in a process group (always, under torchrun)
+    requested: str | None = None  # --device: cpu, cuda or cuda:N (None: cuda:LOCAL_RANK if any, else cpu)
 
     @property
     def is_main(self) -> bool:
@@ -39,8 +41,9 @@ class DistInfo:
         return self.joined or self.world_size > 1
 
 
-def setup() -> DistInfo:
-    """Join the process group torchrun described (once per process).
+def setup(requested: str | None = None) -> DistInfo:
+    """Join the process group torchrun described (once per process); ``requested`` is the
+    ``--device`` of the stage (see :func:`device`).
 
     torchrun always sets ``MASTER_ADDR``: requiring it with ``RANK`` keeps a shell that merely
     exports ``RANK=0 WORLD_SIZE=1`` (e.g. for sharding ``prepare``) a plain single process.
@@ -48,19 +51,42 @@ def setup() -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
     if world <= 1 and not launched:
-        return DistInfo()
+        info = DistInfo(requested=requested)
+        device(info)  # a bad --device fails before any work
+        return info
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    info = DistInfo(rank, world, local, joined=True, requested=requested)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if device(info).type == "cuda" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(device(info))
         dist.init_process_group(backend)
         echo(f"distributed: {world} process(es), backend {dist.get_backend()}")
-    return DistInfo(rank, world, local, joined=True)
+    return info
 
 
 def device(info: DistInfo) -> torch.device:
-    return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    """The device of this process: ``--device`` when given (``cuda`` under torchrun: the local
+    rank's GPU), else the local rank's GPU when there is one, else the CPU."""
+    kind = (info.requested or ("cuda" if torch.cuda.is_available() else "cpu")).strip().lower()
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind != "cuda" and not kind.startswith("cuda:"):
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {info.requested!r}")
+    index = info.local_rank if kind == "cuda" else _index(kind)
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {kind}: no GPU is visible to this process (CUDA_VISIBLE_DEVICES="
+                        f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu")
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {kind}: this process sees {torch.cuda.device_count()} GPU(s)")
+    return torch.device(f"cuda:{index}")
+
+
+def _index(kind: str) -> int:
+    try:
+        return int(kind.removeprefix("cuda:"))
+    except ValueError:
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {kind!r}") from None
 
 
 def barrier(info: DistInfo) -> None:

@@ -41,7 +41,7 @@ __all__ = ["run_evaluate"]
 def run_evaluate(ws: Workspace, cfg: EvaluateConfig | None = None) -> dict[str, Any]:
     cfg = cfg or EvaluateConfig()
     ws.require_prepared()
-    info_dist = distributed.setup()
+    info_dist = distributed.setup(cfg.device)
     # It writes eval/RUN/ (and reads clips another stage may be rewriting): one writer at a
     # time, like every stage; only rank 0 writes under torchrun, so only rank 0 locks.
     with ws.lock("evaluate") if info_dist.is_main else contextlib.nullcontext():

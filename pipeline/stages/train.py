@@ -63,7 +63,7 @@ def loader_workers(requested: int | None, info: DistInfo) -> int:
 
 def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict[str, Any]:
     ws.require_prepared()
-    info = distributed.setup()
+    info = distributed.setup(cfg.device)
     sampling = cfg.sampling or ws.latest_sampling()
     cache = ws.clip_cache(sampling)
     spec = get_spec(cfg.backbone)
