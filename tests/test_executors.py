@@ -36,7 +36,7 @@ train:
 sources:
   - {name: effnet, backbone: efficientnet_lite0, weights: imagenet1k}
 """
-GRID = ("--strategies", "linear", "--fractions", "1", "--seeds", "2")
+GRID = ("--strategies", "linear", "--fractions", "1", "--seeds", "2", "--no-select-lr")  # one rate: fixed run names
 BROKEN = "bench-efficientnet_lite0-scratch-f1-s1"  # its last.pt is corrupt: the cell fails
 FOLDERS = ("train", "eval", "features", "benchmark")  # what a benchmark writes into a workspace
 

@@ -55,7 +55,7 @@ class RayExecutor:
         for task in tasks:
             gpus = (self.linear_gpus if task.strategy == "linear" else self.gpus) if has_gpus else 0
             options = {"num_cpus": self.cpus, "num_gpus": gpus, "max_retries": self.max_retries,
-                       "retry_exceptions": False, "name": f"vtl {task.kind} {task.run}"}
+                       "retry_exceptions": False, "name": f"vtl {task.kind} {task.label}"}
             ref = remote.options(**options).remote(str(ws.root), pinned(task).to_json(), runner)
             refs[task_key(task)] = (task, ref)
         echo(f"benchmark: {len(refs)} Ray task(s) submitted" + ("" if has_gpus else " (no GPU: on CPUs)"))
@@ -66,6 +66,6 @@ class RayExecutor:
             except ray.exceptions.RayError as e:  # lost more often than max_retries, or cancelled
                 why = " ".join(str(e).split())[:300]
                 task_workspace(ws, task).run(task.run).record_failure(f"Ray: {type(e).__name__}: {why}")
-                warn(f"benchmark: {task.kind} {task.run} failed on Ray: {type(e).__name__}")
+                warn(f"benchmark: {task.kind} {task.label} failed on Ray: {type(e).__name__}")
                 statuses[key] = FAILED
         return statuses

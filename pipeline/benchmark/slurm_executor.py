@@ -91,7 +91,7 @@ class SlurmExecutor:
             except Exception as e:  # noqa: BLE001 - a job that failed ends only its task
                 why = " ".join(str(e).split())[-300:]
                 task_workspace(ws, task).run(task.run).record_failure(f"job {j.job_id}: {why}")
-                warn(f"benchmark: {task.kind} {task.run} failed (job {j.job_id})")
+                warn(f"benchmark: {task.kind} {task.label} failed (job {j.job_id})")
                 statuses[task_key(task)] = FAILED
         return statuses
 
