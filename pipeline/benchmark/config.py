@@ -38,8 +38,8 @@ class BenchmarkConfig:
     lr_factors: tuple[float, ...] | None = option(
         None, "Comma-separated multiples of the configured lr that --select-lr tries (default: the file's, else "
               f"{','.join(f'{f:.3g}' for f in DEFAULT_LR_FACTORS)}).", parse=parse_lr_factors, metavar="LIST")
-    max_parallel: int = option(1, "Cells run at once, in child processes when above 1 (under this command's "
-                                  "workspace lock).")
+    max_parallel: int = option(1, "Cells run at once by the local executor, in child processes (one GPU "
+                                  "each) when above 1.")
     force: bool = option(False, "Retrain and re-evaluate every cell.")
     executor: str = option("local", "Where the cells run: local (this machine: --max-parallel child processes, "
                                     "one GPU each), ray (Ray tasks, --ray-address), slurm (submitit job arrays). "
