@@ -271,7 +271,7 @@ def benchmark(workspace: Path, **options: Any) -> None:
       vtl benchmark runs/ucf --sources configs/sources.yaml --executor slurm --slurm-partition gpu --no-wait
     """
     from pipeline.progress import warn
-    from pipeline.report.benchmark import format_flag, headline
+    from pipeline.report.benchmark_report import format_flag, headline
     from pipeline.stages.benchmark import run_benchmark
     from pipeline.workspace import Workspace
 

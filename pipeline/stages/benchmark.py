@@ -16,7 +16,7 @@ every backbone at every fraction and seed (see :mod:`pipeline.benchmark`). In or
 4. **Learning rates** (``--select-lr``): per source × strategy, the factor with the best validation
    top-1 (:mod:`pipeline.benchmark.selection`); only its cells are then evaluated on the test split.
 5. **Report**: ``summary.json``, ``ranking.csv``, ``results.csv`` (one row per cell at its chosen
-   rate), ``lr_selection.csv``, ``report.md`` and the plots (see :mod:`pipeline.report.benchmark`),
+   rate), ``lr_selection.csv``, ``report.md`` and the plots (:mod:`pipeline.report.benchmark_report`),
    with each source's cost (:mod:`pipeline.benchmark.cost`).
 
 Where the tasks run: ``--executor local`` (this process, or ``--max-parallel N`` child processes
@@ -62,7 +62,8 @@ from pipeline.engine.run_folder import RunFolder
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv
 from pipeline.progress import echo, warn
-from pipeline.report.benchmark import BenchmarkResults, add_transfer_gains, scratch_cost_key, write_report
+from pipeline.report.benchmark import BenchmarkResults, add_transfer_gains, scratch_cost_key
+from pipeline.report.benchmark_report import write_report
 from pipeline.stages.evaluate import run_evaluate
 from pipeline.stages.train import run_train
 from pipeline.workspace import Workspace

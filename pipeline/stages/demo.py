@@ -36,7 +36,7 @@ from pipeline.data.synthetic import make_source_dataset, make_target_dataset
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.files import write_json, write_text
 from pipeline.progress import echo
-from pipeline.report.benchmark import headline
+from pipeline.report.benchmark_report import headline
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
 from pipeline.stages.benchmark import run_benchmark
