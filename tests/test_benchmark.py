@@ -109,6 +109,37 @@ def test_measured_ranking_and_rank_agreement() -> None:
     assert rank_agreement({"a": 1.0, "b": 1.0}, measured) is None  # constant scores: undefined
 
 
+def test_verdicts_against_own_and_best_scratch_on_hand_made_numbers() -> None:
+    """The demo's first benchmark, in numbers: the ImageNet efficientnet probe (0.61) is far above an
+    efficientnet from scratch (0.20) but below resnet18 from scratch (0.68): it beats only its own
+    backbone's scratch, so it is not worth it; the best scratch model is a row of the ranking."""
+    from pipeline.report.benchmark import BenchmarkResults, beats, summarize
+
+    rows = [*[_row("scratch", "scratch", 1.0, s, 0.20, backbone="effnet") for s in range(2)],
+            *[_row("scratch", "scratch", 1.0, s, v, backbone="resnet18") for s, v in enumerate((0.66, 0.70))],
+            *[_row("imagenet", "linear", 1.0, s, v, backbone="effnet") for s, v in enumerate((0.60, 0.62))],
+            *[_row("good", "finetune", 1.0, s, v, backbone="resnet18") for s, v in enumerate((0.80, 0.82))],
+            *[_row("tie", "linear", 1.0, s, v, backbone="resnet18") for s, v in enumerate((0.67, 0.70))]]
+    for r in rows:
+        r.update(lr=0.01, train_seconds=1.0, status="ok", error="")
+    summary = summarize(BenchmarkResults(add_transfer_gains(rows), []))
+    by = {e["source"]: e for e in summary["ranking"]}
+    assert [e["source"] for e in summary["ranking"]] == ["good", "tie", "scratch", "imagenet"]
+    assert [e["rank"] for e in summary["ranking"]] == [1, 2, 3, 4]
+    assert summary["best_scratch"] == {"backbone": "resnet18", "top1_mean": 0.68,
+                                       "top1_spread": pytest.approx(0.028284, abs=1e-6)}
+    assert (by["imagenet"]["beats_own_scratch"], by["imagenet"]["beats_best_scratch"]) == (True, False)
+    assert (by["good"]["beats_own_scratch"], by["good"]["beats_best_scratch"]) == (True, True)
+    assert (by["tie"]["beats_own_scratch"], by["tie"]["beats_best_scratch"]) == (False, False)  # within spread
+    assert by["scratch"]["beats_own_scratch"] is None and by["scratch"]["backbone"] == "resnet18"
+    assert by["good"]["verdict"].startswith("worth it")
+    assert summary["negative_transfer"] == [] and summary["failed_cells"] == []
+    # The margin is the seed spread, at least 0.01.
+    assert beats({"top1_mean": 0.52, "top1_spread": 0.0}, {"top1_mean": 0.5, "top1_spread": 0.0}) is True
+    assert beats({"top1_mean": 0.505, "top1_spread": 0.0}, {"top1_mean": 0.5, "top1_spread": 0.0}) is False
+    assert beats({"top1_mean": 0.6, "top1_spread": 0.0}, None) is None
+
+
 # ----------------------------------------------------------------------------- the sources file
 
 
