@@ -264,7 +264,8 @@ def _pretraining_section(res: BenchmarkResults) -> str:
     if not res.pretraining:
         return ""
     rows = [{"source": name, "dataset": p.get("dataset", ""), "seconds": _fmt_opt(p.get("seconds"), 0),
-             "val": _fmt_opt(p.get("val_top1"))} for name, p in sorted(res.pretraining.items())]
+             "val": _fmt_opt(p.get("val_top1")), "error": p.get("error") or ""}
+            for name, p in sorted(res.pretraining.items())]
     return f"""
 ## Source datasets pretrained by the benchmark
 
@@ -272,7 +273,7 @@ Each was trained on its own dataset first (`benchmark/sources/<source>/`), then 
 checkpoint. Validation top-1 is on the source's own task.
 
 {table(rows, [("source", "source"), ("dataset", "dataset"), ("seconds", "pretraining (s)"),
-              ("val", "val top-1 on its task")])}
+              ("val", "val top-1 on its task"), ("error", "failed")])}
 """
 
 
