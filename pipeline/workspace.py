@@ -213,8 +213,15 @@ class Workspace:
         self.runs_root.mkdir(parents=True, exist_ok=True)
         main = (self.runs_root / ".lock").resolve()
         if shared:
-            with _flock(main, fcntl.LOCK_SH, None, self._busy):
-                yield
+            # Plus a file of this process's own, so that a stage kept waiting can name the holders.
+            own = (self.runs_root / f".lock.{stage}.pid{os.getpid()}").resolve()
+            try:
+                with _flock(main, fcntl.LOCK_SH, None, self._busy), \
+                        _flock(own, fcntl.LOCK_EX, f"`vtl {stage}` (pid {os.getpid()})", self._busy):
+                    yield
+            finally:
+                if own not in _HELD:
+                    own.unlink(missing_ok=True)
             return
         if shard is None:
             with _flock(main, fcntl.LOCK_EX, f"`vtl {stage}` (pid {os.getpid()})", self._busy):
@@ -231,7 +238,7 @@ class Workspace:
         holder = "another process"
         for p in [path, *sorted(self.runs_root.glob(".lock.*"))]:
             with contextlib.suppress(OSError):
-                if text := p.read_text().strip():
+                if (text := p.read_text().strip()) and (p == path or _held_by_another(p)):
                     holder = text
                     break
         return UserError(f"workspace {self.runs_root} is busy: {holder} is writing to it")
@@ -261,6 +268,19 @@ def _flock(path: Path, mode: int, holder: str | None, busy: Callable[[Path], Use
                 _set_text(f, "")  # a stale name would be blamed for the next conflict
     finally:
         f.close()
+
+
+def _held_by_another(path: Path) -> bool:
+    """Whether another process holds ``path`` (a holder killed by SIGKILL leaves its text behind)."""
+    if path.resolve() in _HELD:
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def _acquire(f: IO, mode: int, path: Path, busy: Callable[[Path], UserError]) -> None:

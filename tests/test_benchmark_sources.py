@@ -161,9 +161,11 @@ def colour_target(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_a_source_that_beats_only_its_own_scratch_is_not_worth_it(colour_target, tmp_path: Path) -> None:
-    """efficientnet_lite0 trained from scratch stays near chance on this little data while resnet18
-    learns the target: the ImageNet probe (kept weak: 3 epochs) beats its own backbone's scratch but
-    not the best model trained from scratch, and the verdicts and the headline say so."""
+    """efficientnet_lite0 trained from scratch stays at chance (given, through the source's own
+    `train.scratch`, a learning rate far too small to learn anything: chance every time) while
+    resnet18 from scratch learns the target. The ImageNet probe (kept short: 5 epochs) beats its
+    own backbone's scratch but not the best model trained from scratch, and the verdicts, the CLI
+    and the report's first line say so."""
     ws = colour_target["ws"]
     sources = tmp_path / "sources.yaml"
     sources.write_text(f"""
@@ -171,20 +173,22 @@ train:
   input_size: 32
   augment: none
   scratch: {{epochs: 8, lr: 0.003, batch_size: 12}}
-  linear: {{epochs: 3, lr: 0.003}}
+  linear: {{epochs: 5, lr: 0.003}}
 sources:
-  - {{name: imagenet, backbone: efficientnet_lite0, weights: imagenet1k}}
+  - {{name: imagenet, backbone: efficientnet_lite0, weights: imagenet1k, train: {{scratch: {{lr: 1.0e-9}}}}}}
   - {{name: shuffled, backbone: resnet18, weights: {colour_target['shuffled_ckpt']}}}
 """)
     result = _benchmark(ws, sources, "--seeds", "2", "--no-select-lr")
     summary = _summary(ws)
     entry = {e["source"]: e for e in summary["ranking"]}
     assert summary["best_scratch"]["backbone"] == "resnet18", summary["ranking"]
-    scratch = {b["backbone"]: b for b in [summary["best_scratch"]]}
+    effnet_scratch = [float(r["top1"]) for r in _rows(ws / "benchmark" / "results.csv")
+                      if r["strategy"] == "scratch" and r["backbone"] == "efficientnet_lite0"]
+    assert max(effnet_scratch) < 0.5, effnet_scratch  # chance: one class for every video (about 1/3)
     imagenet = entry["imagenet"]
     assert imagenet["beats_own_scratch"] is True, summary["ranking"]
     assert imagenet["beats_best_scratch"] is False, summary["ranking"]
-    assert imagenet["top1_mean"] <= scratch["resnet18"]["top1_mean"] + 0.01
+    assert imagenet["top1_mean"] <= summary["best_scratch"]["top1_mean"] + 0.01
     assert entry["scratch"]["best_strategy"] == "scratch" and entry["scratch"]["backbone"] == "resnet18"
     assert imagenet["verdict"] == "beats its own backbone from scratch, not the best scratch model"
     assert result.stdout.startswith("No source is worth it")

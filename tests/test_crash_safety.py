@@ -132,11 +132,16 @@ def _wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: 
 
 
 def _holds_lock(ws: Path, proc: subprocess.Popen) -> Callable[[], bool]:
+    """The stage holds the workspace lock: its name is in ``.lock``, or, for a stage that holds it
+    shared (``vtl benchmark``), in a lock file of its own."""
     def check() -> bool:
-        try:
-            return (ws / ".lock").read_text().endswith(f"(pid {proc.pid})")
-        except FileNotFoundError:
-            return False
+        for path in (ws / ".lock", *ws.glob(".lock.*")):
+            try:
+                if path.read_text().endswith(f"(pid {proc.pid})"):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
 
     return check
 
