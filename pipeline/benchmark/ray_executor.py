@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.benchmark.ownership import task_key
-from pipeline.benchmark.runner import FAILED, OwnedRunner, TaskRunner, WorkerWorkspace, pinned
+from pipeline.benchmark.runner import FAILED, OwnedRunner, TaskRunner, pinned, run_on_worker
 from pipeline.benchmark.tasks import Task, task_workspace
 from pipeline.errors import UserError
 from pipeline.progress import echo, warn
@@ -27,11 +27,6 @@ def import_ray() -> Any:
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install 'vtl[ray]'") from None
     return ray
-
-
-def _run_on_worker(root: str, task_json: str, runner: OwnedRunner) -> str:
-    """The Ray task: one task on a worker, under the workspace lock shared and its ownership."""
-    return runner(WorkerWorkspace(root), Task.from_json(task_json))
 
 
 @dataclass
@@ -50,13 +45,13 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
         has_gpus = self.use_gpus and ray.cluster_resources().get("GPU", 0) > 0
-        remote = ray.remote(_run_on_worker)
+        remote = ray.remote(run_on_worker)
         refs = {}
         for task in tasks:
             gpus = (self.linear_gpus if task.strategy == "linear" else self.gpus) if has_gpus else 0
             options = {"num_cpus": self.cpus, "num_gpus": gpus, "max_retries": self.max_retries,
                        "retry_exceptions": False, "name": f"vtl {task.kind} {task.label}"}
-            ref = remote.options(**options).remote(str(ws.root), pinned(task).to_json(), runner)
+            ref = remote.options(**options).remote(runner, str(ws.root), pinned(task).to_json())
             refs[task_key(task)] = (task, ref)
         echo(f"benchmark: {len(refs)} Ray task(s) submitted" + ("" if has_gpus else " (no GPU: on CPUs)"))
         statuses = {}

@@ -89,6 +89,12 @@ class OwnedRunner:
         return cls(run_task, **json.loads(text))
 
 
+def run_on_worker(runner: OwnedRunner, root: str, task_json: str) -> str:
+    """What a remote worker runs (a Ray task, a Slurm job): one task, under the workspace lock
+    shared and its ownership."""
+    return runner(WorkerWorkspace(root), Task.from_json(task_json))
+
+
 def _idempotent(ws: Workspace, task: Task, attempt: int) -> Task:
     """A second attempt (a retry after a lost worker, a requeued job) resumes from ``last.pt``: the
     first attempt of a restarted task removed the old ``last.pt`` before training anew."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.benchmark.ownership import task_key
-from pipeline.benchmark.runner import FAILED, OwnedRunner, TaskRunner, WorkerWorkspace, pinned
+from pipeline.benchmark.runner import FAILED, OwnedRunner, TaskRunner, pinned, run_on_worker
 from pipeline.benchmark.tasks import Task, task_workspace
 from pipeline.errors import UserError
 from pipeline.progress import echo, warn
@@ -50,11 +50,6 @@ class Requeued:
         return DelayedSubmission(self, *args)
 
 
-def _run_job(runner: OwnedRunner, root: str, task_json: str) -> str:
-    """One job of an array: one task, under the workspace lock shared and its ownership."""
-    return runner(WorkerWorkspace(root), Task.from_json(task_json))
-
-
 @dataclass
 class SlurmExecutor:
     run_task: TaskRunner
@@ -80,7 +75,7 @@ class SlurmExecutor:
 
     def run(self, ws: Workspace, tasks: Sequence[Task], runner: OwnedRunner) -> dict[str, str]:
         ex = self._executor(gpus=self.gpus_per_task if self.use_gpus else 0, name=f"vtl-{tasks[0].kind}")
-        jobs = ex.map_array(Requeued(partial(_run_job, runner)), [str(ws.root)] * len(tasks),
+        jobs = ex.map_array(Requeued(partial(run_on_worker, runner)), [str(ws.root)] * len(tasks),
                             [pinned(t).to_json() for t in tasks])
         echo(f"benchmark: submitted {len(jobs)} {tasks[0].kind} job(s) ({ex.cluster}), first {jobs[0].job_id}; "
              f"logs in {self.folder}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,33 +235,27 @@ def parse_strategies(value: Any, where: str = "--strategies") -> tuple[str, ...]
 
 
 def parse_fractions(value: Any, where: str = "--fractions") -> tuple[float, ...]:
-    out = []
-    for v in _listish(value):
-        try:
-            f = float(v)
-        except ValueError:
-            raise UserError(f"{where}: {v!r} is not a number") from None
-        if not 0.0 < f <= 1.0:
-            raise UserError(f"{where}: fractions must be in (0, 1], got {v}")
-        out.append(f)
-    if not out:
-        raise UserError(f"{where}: no fraction given")
-    return tuple(sorted(set(out)))
+    return _numbers(value, where, lambda f: 0.0 < f <= 1.0, "fractions must be in (0, 1]", "fraction")
 
 
 def parse_lr_factors(value: Any, where: str = "--lr-factors") -> tuple[float, ...]:
     """The multiples of the configured learning rate ``--select-lr`` tries (e.g. ``0.333,1,3``)."""
+    return _numbers(value, where, lambda f: f > 0, "learning-rate factors must be above 0", "factor")
+
+
+def _numbers(value: Any, where: str, valid: Callable[[float], bool], rule: str, what: str) -> tuple[float, ...]:
+    """A comma-separated list (or YAML list) of numbers, each ``valid``, sorted and without repeats."""
     out = []
     for v in _listish(value):
         try:
             f = float(v)
         except ValueError:
             raise UserError(f"{where}: {v!r} is not a number") from None
-        if not f > 0:
-            raise UserError(f"{where}: learning-rate factors must be above 0, got {v}")
+        if not valid(f):
+            raise UserError(f"{where}: {rule}, got {v}")
         out.append(f)
     if not out:
-        raise UserError(f"{where}: no factor given")
+        raise UserError(f"{where}: no {what} given")
     return tuple(sorted(set(out)))
 
 
