@@ -71,8 +71,10 @@ def _start(stage: str, base: dict[str, Path], ws: Path) -> list[object]:
     shutil.copytree(base["sampled"], ws)
     if stage == "features":
         return ["train", ws, *TRAIN]
+    # Two learning rates: the grid's every phase (train at each rate, choose, test the chosen one)
+    # in the kill window, at two thirds of the default three rates' cost.
     return ["benchmark", ws, "--sources", base["sources"], "--strategies", "linear", "--fractions", "1.0",
-            "--seeds", "1"]
+            "--seeds", "1", "--lr-factors", "1,3"]
 
 
 def _csv(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
