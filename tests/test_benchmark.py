@@ -367,14 +367,14 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
     assert [r["top1"] for r in _results(ws)] == [r["top1"] for r in rows]  # the same numbers again
 
     # A finished cell counts only for the settings it was trained with: change one and it is stale.
-    from pipeline.benchmark.grid import _stale, plan
+    from pipeline.benchmark.grid import plan, stale
     from pipeline.benchmark.sources import load_sources
     from pipeline.workspace import Workspace
 
     cells = plan(load_sources(sources), ("linear",), (1.0,), 2)
-    assert [_stale(Workspace(ws), c) for c in cells] == [[]] * 4
+    assert [stale(Workspace(ws), c.train_config()) for c in cells] == [[]] * 4
     cells[0].options = {**cells[0].options, "lr": 0.5}
-    assert _stale(Workspace(ws), cells[0]) == ["lr"]
+    assert stale(Workspace(ws), cells[0].train_config()) == ["lr"]
 
 
 @pytest.mark.slow

@@ -136,20 +136,17 @@ def stale(ws: Workspace, cfg: TrainConfig) -> list[str]:
     return sorted(k for k, v in _expected_config(ws, cfg).items() if recorded.get(k, v) != v)
 
 
-def _stale(ws: Workspace, cell: Cell) -> list[str]:
-    return stale(ws, cell.train_config())
-
-
 def cells_to_run(ws: Workspace, cells: Sequence[Cell], *, force: bool, tested: bool = True
                  ) -> list[tuple[Cell, bool]]:
     """(cell, restart) of every cell without results for its current settings: evaluated on the test
     split (``tested``), or else trained to the end."""
     todo = []
     for c in cells:
-        changed = _stale(ws, c)
+        cfg = c.train_config()
+        changed = stale(ws, cfg)
         if changed:
             warn(f"benchmark: cell {c.run} was trained with other settings ({', '.join(changed)}): retraining it")
-        run, cfg = ws.run(c.run), c.train_config()
+        run = ws.run(c.run)
         done = (run.is_evaluated if tested else run.is_finished(cfg.epochs, cfg.patience)) and not changed
         if force or not done:
             todo.append((c, force or bool(changed)))

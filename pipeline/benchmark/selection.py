@@ -30,7 +30,8 @@ def choose_lr(ws: Workspace, cells: Sequence[Cell]) -> tuple[dict[tuple[str, str
     lrs: dict[tuple[tuple[str, str, str], float], float] = {}
     for c in cells:
         lrs[(c.group, c.lr_factor)] = c.lr
-        val = ws.run(c.run).best_val_top1() if ws.run(c.run).failure() is None else None
+        run = ws.run(c.run)
+        val = run.best_val_top1() if run.failure() is None else None
         scores[c.group][c.lr_factor].extend([] if val is None else [val])
     chosen: dict[tuple[str, str, str], float] = {}
     rows: list[dict[str, Any]] = []

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.choices import SCRATCH
 from pipeline.transfer.transferability import kendall_tau
 
-SCRATCH = "scratch"
 MIN_SPREAD = 0.01  # the smallest seed spread the negative-transfer rule allows
 NEGATIVE = "NEGATIVE TRANSFER"
 
@@ -39,11 +39,12 @@ NEGATIVE = "NEGATIVE TRANSFER"
 
 def spread(values: Sequence[float]) -> float:
     """Standard deviation over seeds (sample std, ddof=1); 0 for a single seed."""
-    v = np.asarray([x for x in values if not _missing(x)], dtype=np.float64)
+    v = np.asarray([x for x in values if not is_missing(x)], dtype=np.float64)
     return float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def _missing(x: Any) -> bool:
+def is_missing(x: Any) -> bool:
+    """No value: None, an empty CSV field or NaN."""
     return x is None or x == "" or (isinstance(x, float) and math.isnan(x))
 
 
@@ -56,10 +57,10 @@ def add_transfer_gains(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     and seed (0 for scratch rows, ``None`` when that scratch cell is missing)."""
     rows = list(rows)
     scratch = {(*_key(r), int(r["seed"])): float(r["top1"]) for r in rows
-               if r["strategy"] == SCRATCH and not _missing(r["top1"])}
+               if r["strategy"] == SCRATCH and not is_missing(r["top1"])}
     for r in rows:
         base = scratch.get((*_key(r), int(r["seed"])))
-        r["transfer_gain"] = None if base is None or _missing(r["top1"]) else float(r["top1"]) - base
+        r["transfer_gain"] = None if base is None or is_missing(r["top1"]) else float(r["top1"]) - base
     return rows
 
 
@@ -78,7 +79,7 @@ def negative_transfer(rows: Iterable[Mapping[str, Any]], min_spread: float = MIN
     stats = aggregate(rows)
     scratch = {(b, f): s for (_, b, strategy, f), s in stats.items() if strategy == SCRATCH}
     flags = []
-    for (source, backbone, strategy, fraction), s in sorted(stats.items(), key=lambda kv: _sort_key(kv[0])):
+    for (source, backbone, strategy, fraction), s in sorted(stats.items(), key=lambda kv: grid_order(kv[0])):
         base = scratch.get((backbone, fraction))
         if strategy == SCRATCH or base is None:
             continue
@@ -91,7 +92,8 @@ def negative_transfer(rows: Iterable[Mapping[str, Any]], min_spread: float = MIN
     return flags
 
 
-def _sort_key(k: tuple[str, str, str, float]) -> tuple:
+def grid_order(k: tuple[str, str, str, float]) -> tuple:
+    """The order of the per-fraction table: sources by name, strategy and fraction, scratch last."""
     source, backbone, strategy, fraction = k
     return (strategy == SCRATCH, source, strategy, fraction, backbone)
 
@@ -155,7 +157,7 @@ def verdict(entry: Mapping[str, Any]) -> str:
 def rank_agreement(scores: Mapping[str, float | None], measured: Mapping[str, float]) -> float | None:
     """Kendall's tau-b between a transferability score and the measured mean top-1 over the
     sources that have both; ``None`` when fewer than two sources do or one side is constant."""
-    names = [n for n in measured if n in scores and not _missing(scores[n])]
+    names = [n for n in measured if n in scores and not is_missing(scores[n])]
     if len(names) < 2:
         return None
     tau = kendall_tau([float(scores[n]) for n in names], [measured[n] for n in names])  # type: ignore[arg-type]
@@ -240,8 +242,8 @@ def _cell_figures(rows: Sequence[Mapping[str, Any]], source: str, strategy: str,
     """The learning rate and the mean training seconds of one source × strategy's cells."""
     mine = [r for r in rows if r["source"] == source and r["strategy"] == strategy
             and (backbone is None or r["backbone"] == backbone)]
-    lrs = sorted({float(r["lr"]) for r in mine if not _missing(r.get("lr"))})
-    seconds = [float(r["train_seconds"]) for r in mine if not _missing(r.get("train_seconds"))]
+    lrs = sorted({float(r["lr"]) for r in mine if not is_missing(r.get("lr"))})
+    seconds = [float(r["train_seconds"]) for r in mine if not is_missing(r.get("train_seconds"))]
     return {"lr": lrs[0] if len(lrs) == 1 else (lrs or None),
             "train_seconds": float(np.mean(seconds)) if seconds else None}
 

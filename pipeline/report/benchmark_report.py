@@ -12,16 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.choices import SCRATCH
 from pipeline.files import write_csv, write_json, write_text
 from pipeline.report.benchmark import (
     MIN_SPREAD,
     NEGATIVE,
-    SCRATCH,
     SUMMARY_RANKING_KEYS,
     BenchmarkResults,
-    _missing,
-    _sort_key,
     aggregate,
+    grid_order,
+    is_missing,
     scratch_baselines,
     summarize,
 )
@@ -76,7 +76,7 @@ def plot_accuracy_vs_cost(ranking: Sequence[Mapping[str, Any]], path: Path) -> N
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    points = [e for e in ranking if not _missing(e.get("gflops"))]
+    points = [e for e in ranking if not is_missing(e.get("gflops"))]
     for e in points:
         scratch = e["source"] == SCRATCH
         ax.errorbar([e["gflops"]], [e["top1_mean"]], yerr=[e["top1_spread"]], marker="s" if scratch else "o",
@@ -98,7 +98,7 @@ def plot_accuracy_vs_cost(ranking: Sequence[Mapping[str, Any]], path: Path) -> N
 
 
 def _fmt_opt(x: Any, digits: int = 3) -> str:
-    return "n/a" if _missing(x) else f"{float(x):.{digits}f}"
+    return "n/a" if is_missing(x) else f"{float(x):.{digits}f}"
 
 
 def format_flag(flag: Mapping[str, Any]) -> str:
@@ -142,15 +142,15 @@ def _report_text(res: BenchmarkResults, summary: dict[str, Any]) -> str:
             _fmt_signed(e["top1_mean"] - strongest["top1_mean"]),
             "gflops_txt": _fmt_opt(e["gflops"], 2), "latency_txt": _fmt_opt(e["latency_ms"], 1),
             "params_txt": "n/a" if e["params"] is None else f"{e['params'] / 1e6:.1f}",
-            "predicted": "" if _missing(score.get("predicted_rank")) else score["predicted_rank"],
+            "predicted": "" if is_missing(score.get("predicted_rank")) else score["predicted_rank"],
             "logme": "" if e["source"] == SCRATCH else _fmt_opt(score.get("logme")),
             "leep": "" if e["source"] == SCRATCH else _fmt_opt(score.get("leep"))})
 
     grid_rows = []
-    for (source, backbone, strategy, fraction), s in sorted(stats.items(), key=lambda kv: _sort_key(kv[0])):
+    for (source, backbone, strategy, fraction), s in sorted(stats.items(), key=lambda kv: grid_order(kv[0])):
         base = stats.get((SCRATCH, backbone, SCRATCH, fraction))
         gains = [r["transfer_gain"] for r in rows if r["source"] == source and r["strategy"] == strategy
-                 and float(r["fraction"]) == fraction and not _missing(r.get("transfer_gain"))]
+                 and float(r["fraction"]) == fraction and not is_missing(r.get("transfer_gain"))]
         example = next((r for r in rows if float(r["fraction"]) == fraction and "examples_per_class" in r), {})
         grid_rows.append({
             "source": SCRATCH if strategy == SCRATCH else source, "backbone": backbone, "strategy": strategy,
@@ -163,7 +163,7 @@ def _report_text(res: BenchmarkResults, summary: dict[str, Any]) -> str:
     tau_lines = []
     for key, label in (("logme", "LogME"), ("leep", "LEEP")):
         tau = summary["kendall_tau"][key]
-        n = sum(1 for t in res.transferability if not _missing(t.get(key)))
+        n = sum(1 for t in res.transferability if not is_missing(t.get(key)))
         tau_lines.append(f"- Kendall's tau between the {label} ranking and the measured ranking: "
                          + (f"**{tau:+.2f}** over {n} sources" if tau is not None else
                             f"n/a ({n} source(s) with a score; needs 2 or more, not all tied)"))
