@@ -3,10 +3,12 @@ verdicts against the *best* model trained from scratch, learning rates chosen on
 only, failures that end one cell, and the machine-readable ``summary.json``.
 
 The target: striped objects of three shapes, moving three ways on textures, labelled by their colour
-(red, green or blue): a task resnet18 at 32 px learns from a few dozen clips. The source datasets are
-drawn in another style (solid objects on plain backgrounds) and labelled by colour (related: the
-target's classes on other content), by motion (unrelated: where the object is and how big, which
-a network learns to see whatever the colour) or at random (shuffled).
+(red, green or blue): a task resnet18 at 32 px learns from a few dozen clips. The related source
+dataset is the target's classes on other clips of the target's style; the unrelated and shuffled
+ones are drawn in another style (solid objects on plain backgrounds) and labelled by motion (where
+the object is and how big, which a network learns to see whatever the colour) or at random. (A
+related source in the other style too ranked above the unrelated one in most runs but not all:
+with ~18 test videos, the domain gap left too small a margin.)
 """
 
 from __future__ import annotations
@@ -97,11 +99,11 @@ def _benchmark(ws: Path, sources: Path, *args: str):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_source_datasets_are_pretrained_and_ranked(tmp_path: Path, seed: int) -> None:
     """Three source datasets the benchmark pretrains itself: the target's classes (colours) on other
-    content (related), the same kind of clips labelled by motion (unrelated) and random labels
+    clips (related), clips of another style labelled by motion (unrelated) and random labels
     (shuffled). Related ranks above unrelated; shuffled is flagged as negative transfer."""
-    for name, kwargs in (("related", {}), ("unrelated", {"label_by": "motion"}),
-                         ("shuffled", {"shuffle_labels": True})):
-        _dataset(tmp_path / "data" / name, 24, 10 * seed + len(name), "source", **kwargs)
+    for name, style, kwargs in (("related", "target", {}), ("unrelated", "source", {"label_by": "motion"}),
+                                ("shuffled", "source", {"shuffle_labels": True})):
+        _dataset(tmp_path / "data" / name, 24, 10 * seed + len(name), style, **kwargs)
         _workspace(tmp_path / "data" / name, tmp_path / name, val=0.2, test=0.0)
     target = _target(tmp_path, seed)
     sources = tmp_path / "sources.yaml"
@@ -109,7 +111,7 @@ def test_source_datasets_are_pretrained_and_ranked(tmp_path: Path, seed: int) ->
 train:
   input_size: 32
   augment: none
-  scratch: {epochs: 8, lr: 0.003, batch_size: 12}
+  scratch: {epochs: 12, lr: 0.003, batch_size: 12}  # both seeds of scratch learn: a tight spread
   linear: {epochs: 20, lr: 0.01}
 sources:
 """ + "".join(f"""  - name: {name}
