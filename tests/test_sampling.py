@@ -33,15 +33,41 @@ def test_uniform_eval_views_spread_inside_segments() -> None:
 
 
 def test_uniform_train_one_random_frame_per_segment() -> None:
-    # TSN's integer segments of 100 // 4 = 25 frames: offsets are integer draws in [0, 25)
-    offsets = np.random.default_rng(7).integers(0, 25, size=4)
-    expected = [int(k * 25 + offsets[k]) for k in range(4)]
+    # 100 frames, 4 segments of 25 whole frames: frame k*25 + floor(u * 25), u uniform in [0, 1)
+    u = np.random.default_rng(7).random(4)
+    expected = [int(k * 25 + np.floor(u[k] * 25)) for k in range(4)]
     assert uniform_indices(100, 4, train=True, rng=np.random.default_rng(7)) == expected
     for seed in range(50):
         idx = uniform_indices(100, 4, train=True, rng=np.random.default_rng(seed))
         assert all(25 * k <= i < 25 * (k + 1) for k, i in enumerate(idx)), idx
     draws = {tuple(uniform_indices(100, 4, train=True, rng=np.random.default_rng(s))) for s in range(20)}
     assert len(draws) > 1  # training really is random across seeds
+
+
+def test_uniform_train_segments_are_the_float_segments_rounded_to_frames() -> None:
+    # 31 frames, 16 segments of 1.9375: segment i holds frames ceil(1.9375 i) .. ceil(1.9375 (i+1)) - 1,
+    # so segment 0 is {0, 1}, segment 1 {2, 3}, ..., segment 15 (29.06 .. 31) is {30}
+    bounds = [int(np.ceil(i * 31 / 16)) for i in range(17)]
+    assert bounds[:3] == [0, 2, 4] and bounds[-2:] == [30, 31]
+    for seed in range(200):
+        idx = uniform_indices(31, 16, train=True, rng=np.random.default_rng(seed))
+        assert all(bounds[k] <= i < bounds[k + 1] for k, i in enumerate(idx)), idx
+
+
+@pytest.mark.parametrize(("frames", "n"), [(31, 16), (16, 16), (17, 16), (47, 16), (100, 8), (9, 4), (250, 32)])
+def test_uniform_training_spans_what_evaluation_spans(frames: int, n: int) -> None:
+    # The documented rule (docs/data.md): over many seeds, training draws cover every frame of the video,
+    # so every frame a test view takes (first to last) is a frame training can see; each draw has n
+    # distinct frames in order. (TSN's integer segments of F // N frames trained on frames 0..15 only
+    # for F = 31, N = 16, while evaluation reached frame 30.)
+    seen: set[int] = set()
+    for seed in range(300):
+        idx = uniform_indices(frames, n, train=True, rng=np.random.default_rng(seed))
+        assert len(idx) == n and idx == sorted(set(idx)), idx
+        seen.update(idx)
+    assert seen == set(range(frames))
+    evaluated = {i for k in range(3) for i in uniform_indices(frames, n, train=False, view=k, num_views=3)}
+    assert evaluated <= seen and max(evaluated) > frames - 1 - frames / n
 
 
 def test_uniform_short_video_repeats_frames() -> None:
@@ -184,9 +210,8 @@ def test_uniform_is_sorted_and_seeded(num_frames: int, n: int, seed: int) -> Non
         assert len(idx) == n and idx == sorted(idx)
         assert idx[0] >= 0 and idx[-1] < num_frames
     seg = num_frames / n
-    if num_frames >= n:  # training: one frame inside each integer segment of num_frames // n frames
-        length = num_frames // n
-        assert all(k * length <= i < (k + 1) * length for k, i in enumerate(a))
+    if num_frames >= n:  # training: one frame among the whole frames of each float segment, rounded up
+        assert all(np.ceil(k * seg - 1e-9) <= i < np.ceil((k + 1) * seg - 1e-9) for k, i in enumerate(a))
         assert len(set(a)) == n
     else:  # short video: a frame that overlaps segment k
         assert all(np.floor(k * seg) <= i < max(np.ceil((k + 1) * seg), 1) for k, i in enumerate(a))

@@ -5,10 +5,11 @@ their arithmetic is tested exactly and fuzzed. Rules for short videos (fewer
 frames than the clip needs) are part of the contract, documented in
 ``docs/data.md``:
 
-* ``uniform`` (TSN segments): the video is cut into N equal segments and one
-  frame is taken per segment — a random offset inside the segment when
-  training, the centre (or evenly spread offsets, one per test view) when
-  evaluating. A video shorter than N frames repeats frames (segments shorter
+* ``uniform`` (TSN segments): the video is cut into N equal segments of F/N
+  frames and one frame is taken per segment — when training, a uniform draw
+  among the whole frames of the segment (its float bounds rounded up), so
+  training spans the whole video as evaluation does; when evaluating, the
+  centre (or evenly spread offsets, one per test view). A video shorter than N frames repeats frames (segments shorter
   than one frame map onto the same frame), so the clip is a slowed-down copy.
 * ``random``: a contiguous clip of N frames every ``stride`` frames; a random
   start when training, evenly spread starts for test views. A video shorter
@@ -38,14 +39,16 @@ DEFAULT_STRIDE = 2  # the frame step of random/dense clips when --stride is not 
 
 def uniform_indices(num_frames: int, n: int, *, train: bool, rng: np.random.Generator | None = None,
                     view: int = 0, num_views: int = 1) -> list[int]:
-    """TSN segment sampling: one frame per each of ``n`` equal segments."""
+    """TSN segment sampling: one frame per each of ``n`` equal segments of ``num_frames / n`` frames."""
     _check(num_frames, n)
     seg = num_frames / n
     if train and num_frames >= n:
-        # TSN's integer segments: n distinct frames, one drawn inside each segment.
+        # Segment i holds frames ceil(i*seg) .. ceil((i+1)*seg) - 1: the float segments rounded to whole
+        # frames, so the n segments tile the whole video (training spans what evaluation spans, even when
+        # seg is not a whole number) and each gives a distinct frame, drawn uniformly inside it.
         rng = rng or np.random.default_rng()
-        length = num_frames // n
-        return (np.arange(n) * length + rng.integers(0, length, size=n)).tolist()
+        bounds = np.ceil(np.arange(n + 1) * seg - 1e-9).astype(int)
+        return (bounds[:-1] + np.floor(rng.random(n) * np.diff(bounds)).astype(int)).tolist()
     if train:
         rng = rng or np.random.default_rng()
         offsets = rng.uniform(0.0, seg, size=n)
