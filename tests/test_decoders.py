@@ -312,10 +312,12 @@ def test_unordered_timestamps_decode_in_order(shared_data: Path) -> None:
 @pytest.mark.shared
 def test_pipeline_read_is_frame_accurate_on_truman_show(shared_data: Path) -> None:
     path = shared_data / "videos/torchvision_assets/TrumanShow_wave_f_nm_np1_fr_med_26.avi"
+    # decord 0.6 is off by frames on some AVIs; the oracle is a sequential decode of every frame in order,
+    # independent of the seek-and-index path the pipeline's reader takes.
     indices = [0, 24, 46]
-    ref = get_decoder("pyav").read(path, indices).astype(float)
-    got = decoders.read(path, indices).astype(float)  # the reader `vtl sample` uses
-    assert np.abs(got - ref).mean() <= DEFAULT_PIXEL_TOLERANCE
+    ref = PyAVDecoder(indexed=False).read(path, indices)
+    got = decoders.read(path, indices)  # the reader `vtl sample` uses
+    np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.shared

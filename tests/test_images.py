@@ -114,6 +114,7 @@ def test_video_options_on_an_image_workspace_are_an_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.shared  # the checkpoint comes from the shared dog photos
 def test_predict_refuses_a_file_that_is_not_an_image_or_video(tmp_path, dogs_linear):
     ckpt, _ = dogs_linear
     bogus = tmp_path / "photo.jpg"

@@ -208,12 +208,22 @@ def test_evaluate_writes_the_contract(ws: Path, run: str) -> None:
     assert png[:8] == PNG_MAGIC and len(png) > 1000
 
 
-def test_evaluate_defaults_to_the_latest_run(ws: Path) -> None:
-    before = json.loads((ws / "eval" / SCRATCH / "metrics.json").read_text())
+def test_evaluate_defaults_to_the_latest_run_and_is_deterministic(ws: Path) -> None:
+    import numpy as np
+
+    out = ws / "eval" / SCRATCH
+    before = json.loads((out / "metrics.json").read_text())
+    (cache,) = out.glob(".predictions-*.npz")  # evaluate's cached softmax outputs: remove them, so the
+    with np.load(cache) as z:                   # second evaluation decodes and scores every clip again
+        probs_before = z["probs"]
+    cache.unlink()
     printed = json.loads(invoke_vtl("-q", "evaluate", ws).stdout)  # no --run, default --split test
     assert Path(printed["eval_dir"]).name == SCRATCH  # the run trained last
+    (cache,) = out.glob(".predictions-*.npz")
+    with np.load(cache) as z:
+        np.testing.assert_allclose(z["probs"], probs_before, atol=1e-6, rtol=0)
     for key in ("top1", "top5", "mean_class_accuracy", "video_top1", "num_samples"):
-        assert printed[key] == pytest.approx(before[key])  # evaluation is deterministic
+        assert printed[key] == pytest.approx(before[key])
 
 
 # ----------------------------------------------------------------------------- predict
@@ -233,6 +243,41 @@ def test_predict_json(ws: Path, tiny_dataset: Path) -> None:
             assert len(probs) == 2 and probs == sorted(probs, reverse=True)
             assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) <= 1.0 + 1e-6
             assert {t["class"] for t in obj["top"]} <= set(classes)
+
+
+@pytest.mark.parametrize("run", [LINEAR, SCRATCH])
+def test_predict_agrees_with_evaluate(ws: Path, run: str) -> None:
+    # The same checkpoint on the same test videos: predict decodes and samples each file itself, evaluate
+    # reads the clip cache (and, for the linear probe, its cached features); both average the softmax
+    # over the same views, so the top class and its probability agree.
+    _, rows = read_csv(ws / "eval" / run / "predictions.csv")
+    rows = sorted(rows, key=lambda r: r["path"])[:4]
+    result = invoke_vtl("predict", ws / "train" / run / "best.pt", *[r["path"] for r in rows], "--json",
+                        "--topk", "1")
+    for line, row in zip(result.stdout.splitlines(), rows, strict=True):
+        (top,) = json.loads(line)["top"]
+        assert top["class"] == row["predicted"], row["path"]
+        assert top["probability"] == pytest.approx(float(row["probability"]), abs=1e-4), row["path"]
+
+
+def test_the_readme_export_example_exports_and_runs(ws: Path, tmp_path: Path) -> None:
+    # README: vtl export runs/mine/train/efficientnet_lite0-linear/best.pt --format onnx -o model.onnx
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from pipeline.models.classifier import load_classifier
+    from pipeline.stages.export import example_input
+
+    best = ws / "train" / LINEAR / "best.pt"
+    invoke_vtl("export", best, "--format", "onnx", "-o", tmp_path / "model.onnx")
+    model, ckpt = load_classifier(best)
+    x = example_input(ckpt, 2)
+    with torch.no_grad():
+        want = model.eval()(x).numpy()
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_predict_topk_beyond_the_classes(ws: Path, tiny_dataset: Path) -> None:

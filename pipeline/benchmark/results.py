@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from pipeline.benchmark.grid import Cell
 from pipeline.errors import UserError
@@ -24,7 +21,6 @@ OK, FAILED = "ok", "failed"  # a row's status
 def collect_results(ws: Workspace, cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """One row per cell from its run's evaluation metrics and training history; a failed cell's row
     has ``status`` failed, the ``error`` and no scores."""
-    counts = _examples_per_class(ws, cells)
     rows = []
     for c in cells:
         run = ws.run(c.run)
@@ -37,22 +33,9 @@ def collect_results(ws: Workspace, cells: Sequence[Cell]) -> list[dict[str, Any]
         rows.append({"source": c.source, "backbone": c.backbone, "weights": c.weights, "strategy": c.strategy,
                      "fraction": c.fraction, "seed": c.seed, "lr": c.lr, "val_top1": run.best_val_top1(), **scores,
                      "train_seconds": run.train_seconds(),
-                     "examples_per_class": counts(c.fraction), "run": c.run,
+                     "examples_per_class": run.examples_per_class(), "run": c.run,
                      "status": OK if m is not None else FAILED, "error": error or ""})
     return rows
-
-
-def _examples_per_class(ws: Workspace, cells: Sequence[Cell]) -> Callable[[float], float]:
-    """fraction → mean over classes of the labelled training videos a fraction keeps
-    (``ceil(n × fraction)``, at least 1, as ``--fraction`` selects them) among the sampled ones."""
-    sampling = next((c.options["sampling"] for c in cells if c.options.get("sampling")), None)
-    cache = ws.clip_cache(sampling)
-    per_class: dict[str, int] = {}
-    for r in ws.manifest_rows("train"):
-        if cache.has(r["id"]):
-            per_class[r["label"]] = per_class.get(r["label"], 0) + 1
-    return lambda f: round(float(np.mean([max(1, math.ceil(n * f)) for n in per_class.values()])), 2) \
-        if per_class else float("nan")
 
 
 def read_results(ws: Workspace) -> list[dict[str, str]]:

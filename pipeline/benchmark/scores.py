@@ -86,7 +86,7 @@ def _score_source(ws: Workspace, sf: SourcesFile, s: Source, classes: list[str],
         # One process (no DDP), full precision: the same features a linear cell would extract.
         info = DistInfo()
         speed = Speed.choose(distributed.device(info), amp=False, channels_last=False, video=spec.kind == "video")
-        transform = build_transform(cfg.size, spec.mean, spec.std, train=False)
+        transform = build_transform(cfg.size, *spec.normalization(s.weights), train=False)
         FeatureExtractor(model.backbone, transform, cfg.batch_size, info, speed).fill(features, cache, splits)
         del model
     ids, feats, offsets = features.read("train")

@@ -1,8 +1,11 @@
 """Map-style datasets over the caches (no IterableDataset: samplers and DDP stay simple).
 
 Training picks one cached view of a video at random per epoch (the
-augmentation of frozen-feature training, and multi-draw sampling for clips);
-evaluation enumerates every view so clip- and video-level scores can both be
+augmentation of frozen-feature training, and multi-draw sampling for clips),
+drawn from (the epoch's seed, the video) rather than from a global generator, so
+the draw is the same whichever process fetches the item: one process or DDP
+ranks, any number of loader workers, an uninterrupted or a resumed run.
+Evaluation enumerates every view so clip- and video-level scores can both be
 computed.
 """
 
@@ -17,7 +20,20 @@ from torch.utils.data import Dataset
 from pipeline.data.cache import ClipCache
 
 
-class ClipDataset(Dataset):
+class _EpochViews(Dataset):
+    """The per-epoch view draw of training items (see the module docstring)."""
+
+    epoch_seed = 0
+
+    def set_epoch(self, epoch_seed: int) -> None:
+        """Called by the trainer before each epoch (before loader workers start: they copy it)."""
+        self.epoch_seed = epoch_seed
+
+    def draw_view(self, video: int, views: int) -> int:
+        return int(np.random.default_rng([self.epoch_seed, video]).integers(views)) if views > 1 else 0
+
+
+class ClipDataset(_EpochViews):
     """Items are ``(clip float (C,T,H,W), label, video index)``.
 
     Evaluation items enumerate (video, view, crop): at most ``max_views`` cached
@@ -47,12 +63,12 @@ class ClipDataset(Dataset):
         video, view, crop = self.items[index]
         clips = self.cache.read(self.ids[video])
         if view < 0:
-            view = int(torch.randint(len(clips), ()).item())
+            view = self.draw_view(video, len(clips))
         clip = np.array(clips[view])  # copy out of the memory map
         return self.transforms[crop](clip), self.labels[video], video
 
 
-class FeatureDataset(Dataset):
+class FeatureDataset(_EpochViews):
     """Cached backbone features: ``(feature (D,), label, video index)``.
 
     ``features`` stacks every view of every video; ``offsets[i]:offsets[i+1]``
@@ -75,5 +91,5 @@ class FeatureDataset(Dataset):
         video, row = self.items[index]
         if row < 0:
             lo, hi = int(self.offsets[video]), int(self.offsets[video + 1])
-            row = lo + int(torch.randint(hi - lo, ()).item())
+            row = lo + self.draw_view(video, hi - lo)
         return self.features[row], self.labels[video], video

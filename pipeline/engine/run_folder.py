@@ -4,7 +4,8 @@ path or a record instead of spelling file names.
 
 ``train/<run>/``: ``config.yaml`` (what the results depend on), ``last.pt`` (full state, for
 resuming), ``best.pt`` (best validation epoch, no training state), ``metrics.jsonl`` (one record
-per epoch), ``tensorboard/``, and ``head/`` for the head-only first phase of LP-FT (a run folder
+per epoch), ``train_split.json`` (the training videos the run used, after ``--fraction``),
+``tensorboard/``, and ``head/`` for the head-only first phase of LP-FT (a run folder
 of its own). ``eval/<run>/``: ``metrics.json`` (numbers only), ``info.json`` (what was scored),
 ``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), a hidden
 cache of the predictions, and ``failed.json`` when a benchmark cell failed (why).
@@ -67,6 +68,23 @@ class RunFolder:
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         write_text(self.train_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+    def write_train_split(self, ids: list[str], labels: list[str]) -> None:
+        """The training videos this run uses (after ``--fraction``) and their classes."""
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        write_json(self.train_dir / "train_split.json",
+                   {"videos_per_class": dict(sorted(counts.items())), "ids": ids})
+
+    def train_split(self) -> dict[str, Any] | None:
+        return _read_json(self.train_dir / "train_split.json")
+
+    def examples_per_class(self) -> float | None:
+        """Mean number of labelled training videos per class this run used (None if not recorded)."""
+        split = self.train_split()
+        counts = list(split["videos_per_class"].values()) if split else []
+        return round(sum(counts) / len(counts), 2) if counts else None
 
     def is_finished(self, epochs: int, patience: int | None) -> bool:
         """Trained to the last epoch, or stopped early (see :func:`stopped_early`)."""

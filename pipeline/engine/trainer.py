@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from pipeline.data.balance import BalancedSampler, loss_weights
+from pipeline.data.splits import Split
 from pipeline.engine import distributed
 from pipeline.engine.config import TrainConfig
 from pipeline.engine.distributed import DistInfo
@@ -66,6 +67,7 @@ class Fit:
     info: DistInfo
     speed: Speed
     feature_key: str | None = None  # the feature cache a head-only run trains on
+    train_split: Split | None = None  # the training videos (after --fraction): recorded with the config
 
 
 @dataclass
@@ -97,6 +99,9 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
         echo(f"train: resuming {job.run.train_dir} at epoch {state.epoch + 1}/{cfg.epochs}")
     if info.is_main:
         job.run.write_config(job.run_config)
+        if job.train_split is not None:
+            classes = job.run_config["classes"]
+            job.run.write_train_split(job.train_split.ids, [classes[i] for i in job.train_split.labels])
     weights = loss_weights(cfg.class_weights, job.loaders["train"].dataset.labels, len(job.run_config["classes"]))
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(dev),
                                     label_smoothing=cfg.label_smoothing)
@@ -109,6 +114,7 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
         # uninterrupted run would have (shuffling, view draws, augmentation, dropout).
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        train_loader.dataset.set_epoch(epoch_seed(cfg.seed, epoch))
         if isinstance(train_loader.sampler, (DistributedSampler, BalancedSampler)):
             train_loader.sampler.set_epoch(epoch)
         else:
@@ -158,7 +164,11 @@ def _resume(job: Fit, state: _State) -> None:
     """Load ``last.pt`` into the model and ``state``; it must hold a run with the same settings."""
     saved = Checkpoint.load(job.run.last)
     if saved.config != job.run_config:
-        raise UserError(f"{job.run.train_dir} holds a run with other settings; use --restart or another --name")
+        changed = sorted(k for k in saved.config.keys() | job.run_config.keys()
+                         if saved.config.get(k) != job.run_config.get(k))
+        shown = ", ".join(f"{k} {saved.config.get(k)!r} -> {job.run_config.get(k)!r}" for k in changed[:3])
+        raise UserError(f"{job.run.train_dir} holds a run with other settings ({shown}); use --restart or "
+                        "another --name")
     job.model.load_state_dict(saved.model)
     state.optimizer.load_state_dict(saved.optimizer)
     state.scheduler.load_state_dict(saved.scheduler)
@@ -225,7 +235,7 @@ def _reduce(info: DistInfo, sums: dict[str, float], dev: torch.device) -> dict[s
     else:
         loss_sum, correct = sums["loss_sum"], sums["correct"]
     return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-            "clips_per_s": seen / max(sums["seconds"], 1e-9)}
+            "clips_per_s": seen / max(sums["seconds"], 1e-9), "train_clips": int(seen)}
 
 
 def _validate(model: nn.Module, loader: DataLoader, dev: torch.device, num_classes: int, info: DistInfo,

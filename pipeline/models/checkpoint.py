@@ -64,6 +64,13 @@ class Checkpoint:
     rng: dict[str, Any] = field(default_factory=dict)
     vtl_version: str = __version__
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) of the network's input: what training normalised its clips with."""
+        from pipeline.models.registry import get_spec
+
+        return get_spec(self.backbone).normalization(self.weights)
+
     def without_training_state(self) -> Checkpoint:
         return dataclasses.replace(self, optimizer={}, scheduler={}, scaler={}, rng={})
 

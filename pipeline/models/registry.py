@@ -50,6 +50,10 @@ class WeightTag:
     packaged: Callable[[], Path] | None = None
     loader: Callable[[Backbone, dict], None] | None = None
     note: str = ""
+    # The input normalisation these weights were trained with, when it is not the backbone's own
+    # (2D ImageNet weights inflated into a Kinetics architecture): see BackboneSpec.normalization.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     @property
     def filename(self) -> str | None:
@@ -91,6 +95,12 @@ class BackboneSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, not {self.kind!r}")
+
+    def normalization(self, weights: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) of the input the network expects when it starts from ``weights``: the tag's
+        own where it has one, else the backbone's (also for a file, a checkpoint or none)."""
+        tag = self.weights.get(weights or "")
+        return (tag.mean or self.mean, tag.std or self.std) if tag else (self.mean, self.std)
 
 
 REGISTRY: dict[str, BackboneSpec] = {}

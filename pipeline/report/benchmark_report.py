@@ -37,7 +37,8 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: Path, *, title:
     import matplotlib.pyplot as plt
 
     stats = aggregate(rows)
-    x_of = {float(r["fraction"]): float(r["examples_per_class"]) for r in rows if "examples_per_class" in r}
+    x_of = {float(r["fraction"]): float(r["examples_per_class"]) for r in rows
+            if not is_missing(r.get("examples_per_class"))}
     lines: dict[tuple[str, str, str], list[tuple[float, float, float]]] = defaultdict(list)
     for (source, backbone, strategy, fraction), s in stats.items():
         lines[(source, backbone, strategy)].append((x_of.get(fraction, fraction), s["mean"], s["std"]))
@@ -151,7 +152,8 @@ def _report_text(res: BenchmarkResults, summary: dict[str, Any]) -> str:
         base = stats.get((SCRATCH, backbone, SCRATCH, fraction))
         gains = [r["transfer_gain"] for r in rows if r["source"] == source and r["strategy"] == strategy
                  and float(r["fraction"]) == fraction and not is_missing(r.get("transfer_gain"))]
-        example = next((r for r in rows if float(r["fraction"]) == fraction and "examples_per_class" in r), {})
+        example = next((r for r in rows if float(r["fraction"]) == fraction
+                        and not is_missing(r.get("examples_per_class"))), {})
         grid_rows.append({
             "source": SCRATCH if strategy == SCRATCH else source, "backbone": backbone, "strategy": strategy,
             "fraction": f"{fraction:g}", "examples": _fmt_opt(example.get("examples_per_class"), 1),

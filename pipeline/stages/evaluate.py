@@ -30,7 +30,6 @@ from pipeline.errors import UserError
 from pipeline.files import write_csv
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier, load_classifier
-from pipeline.models.registry import get_spec
 from pipeline.progress import echo
 from pipeline.report.plots import plot_confusion, plot_mistakes
 from pipeline.workspace import Workspace
@@ -103,11 +102,10 @@ def _predict_split(ws: Workspace, model: Classifier, ckpt: Checkpoint, cache: Cl
         dataset: Dataset = FeatureDataset(feats, offsets, labels, train=False)
         net: torch.nn.Module = model.head
     else:
-        spec = get_spec(ckpt.backbone)
-        size = ckpt.config["input_size"]
-        transform = build_transform(size, spec.mean, spec.std, train=False)
+        size, (mean, std) = ckpt.config["input_size"], ckpt.normalization
+        transform = build_transform(size, mean, std, train=False)
         dataset = ClipDataset(cache, ids, labels, transform, train=False, max_views=max_views,
-                              crops=eval_crops(size, spec.mean, spec.std, crops) if crops > 1 else None)
+                              crops=eval_crops(size, mean, std, crops) if crops > 1 else None)
         net = model
     shard = Subset(dataset, range(info_dist.rank, len(dataset), info_dist.world_size))
     loader = DataLoader(shard, batch_size=256 if isinstance(dataset, FeatureDataset) else cfg.batch_size)

@@ -12,7 +12,6 @@ from pipeline.data.sampling import SamplingConfig
 from pipeline.data.transforms import build_transform
 from pipeline.engine import distributed
 from pipeline.models.classifier import load_classifier
-from pipeline.models.registry import get_spec
 
 
 @torch.inference_mode()
@@ -23,8 +22,7 @@ def run_predict(checkpoint: Path, inputs: list[Path], topk: int = 5, device: str
     model.eval().to(dev)
     classes = ckpt.classes
     sampling = SamplingConfig(**ckpt.config["sampling_params"])
-    spec = get_spec(ckpt.backbone)
-    transform = build_transform(ckpt.config["input_size"], spec.mean, spec.std, train=False)
+    transform = build_transform(ckpt.config["input_size"], *ckpt.normalization, train=False)
     results = []
     for path in inputs:
         views = load_views(path, sampling)

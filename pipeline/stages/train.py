@@ -97,6 +97,11 @@ class _Job:
     def folder(self) -> RunFolder:
         return self.ws.run(self.cfg.run_name)
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the clips are normalised with: what the starting weights expect."""
+        return self.spec.normalization(self.weights)
+
     def run(self, restart: bool) -> dict[str, Any]:
         cfg = self.cfg
         splits = load_splits(self.ws.iter_manifest(), self.cache, self.classes, cfg.fraction, cfg.seed)
@@ -110,12 +115,12 @@ class _Job:
                 raise UserError("--strategy linear trains only the head on cached features; a learnable "
                                 "--temporal head needs --strategy partial --freeze-to stage4 (or finetune)")
             fkey, loaders = self.feature_loaders(model, splits, cfg, speed)
-            return fit(Fit(self.folder, model, model.head, loaders, cfg, self.run_config(cfg), self.info, speed, fkey),
-                       restart=restart)
+            return fit(Fit(self.folder, model, model.head, loaders, cfg, self.run_config(cfg), self.info, speed, fkey,
+                           train_split=splits["train"]), restart=restart)
         if cfg.fits_head_first and (restart or not self.folder.last.is_file()):
             self.fit_head_first(model, splits, speed, restart)
         return fit(Fit(self.folder, model, model, self.clip_loaders(splits), cfg, self.run_config(cfg), self.info,
-                       speed), restart=restart)
+                       speed, train_split=splits["train"]), restart=restart)
 
     def run_config(self, cfg: TrainConfig) -> dict[str, Any]:
         """What a run's results depend on: a resumed run must have the same."""
@@ -134,8 +139,7 @@ class _Job:
         # every fraction and seed of a benchmark shares one cache.
         everything = splits if cfg.fraction == 1.0 else load_splits(self.ws.iter_manifest(), self.cache,
                                                                      self.classes, 1.0, cfg.seed)
-        extractor = FeatureExtractor(model.backbone, build_transform(cfg.size, self.spec.mean, self.spec.std,
-                                                                     train=False),
+        extractor = FeatureExtractor(model.backbone, build_transform(cfg.size, *self.normalization, train=False),
                                      cfg.batch_size, self.info, speed)
         features = extractor.fill(self.ws.features(fkey), self.cache, everything)
         return fkey, _feature_loaders(features, splits, cfg)
@@ -164,11 +168,14 @@ class _Job:
             if not split.ids:
                 continue
             train = name == "train"
-            transform = build_transform(cfg.size, self.spec.mean, self.spec.std, train=train, augment=cfg.augment)
+            transform = build_transform(cfg.size, *self.normalization, train=train, augment=cfg.augment)
             ds = ClipDataset(self.cache, split.ids, split.labels, transform, train=train)
+            # Training workers start afresh each epoch, after the trainer has reseeded the loader and set
+            # the dataset's epoch: persistent ones would keep the first epoch's seeds (no exact resume).
             loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
                                        **_order(cfg, split.labels, train), drop_last=train and len(ds) > cfg.batch_size,
-                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+                                       pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=workers > 0 and not train)
         return loaders
 
 

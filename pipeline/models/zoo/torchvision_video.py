@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models import ResNet18_Weights
 from torchvision.models import video as tvv
 
 from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, prefix_converter, register
@@ -67,6 +68,8 @@ _VIDEO_RESNETS = {
     "r2plus1d_18": (tvv.R2Plus1D_18_Weights, "R(2+1)D-18: factorised spatio-temporal convs, 31.5M params"),
 }
 
+_IMAGENET = torchvision_meta(ResNet18_Weights.IMAGENET1K_V1)  # the 2D file that imagenet1k inflates
+
 for _arch, (_enum, _desc) in _VIDEO_RESNETS.items():
     _meta = torchvision_meta(_enum.KINETICS400_V1)
     register(BackboneSpec(
@@ -75,8 +78,8 @@ for _arch, (_enum, _desc) in _VIDEO_RESNETS.items():
         builder=lambda a=_arch: TorchvisionVideoResNet(a),
         weights={
             "kinetics400": WeightTag("kinetics400", "kinetics400", url=_meta.url),
-            "imagenet1k": WeightTag("imagenet1k", "imagenet1k", url=RESNET18_IMAGENET_URL,
-                                    loader=inflate_imagenet_resnet18,
+            "imagenet1k": WeightTag("imagenet1k", "imagenet1k", url=_IMAGENET.url,
+                                    loader=inflate_imagenet_resnet18, mean=_IMAGENET.mean, std=_IMAGENET.std,
                                     note="2D ResNet-18 inflated to 3D (I3D); same file as resnet18:imagenet1k"),
         },
         convert_state=prefix_converter("net.", drop=("fc.",)),
