@@ -116,6 +116,8 @@ class _Inputs(Dataset):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             raise UserError(f"{path} is an image: --window needs a video")
         row = probe_row(path)
+        if not row["fps"] or row["fps"] <= 0:
+            raise UserError(f"{path}: its frame rate is unknown, so it has no timeline for --window")
         duration = row["num_frames"] / row["fps"]
         windows = sliding_windows(duration, self.cfg.window, self.cfg.step)
         return _Item(path, windows=windows, duration=duration), window_views(row, self.sampling, windows)
