@@ -13,6 +13,7 @@ import click
 from pipeline.choices import EXPORT_FORMATS
 from pipeline.cli_options import options_from
 from pipeline.engine.config import PredictConfig
+from pipeline.errors import UserError
 
 # ----------------------------------------------------------------------------- predict
 
@@ -20,26 +21,59 @@ from pipeline.engine.config import PredictConfig
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--topk", default=5, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
+@click.option("--topk", default=5, show_default=True, type=click.IntRange(min=1), help="Classes per row.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row on stdout (the keys of --output "
+                                                      "FILE.jsonl).")
 @options_from(PredictConfig)
 def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool, **options: Any) -> None:
-    """Classify videos or images with a trained checkpoint (top-k with probabilities).
+    """Classify videos, images and frame folders with a trained checkpoint (top-k with probabilities).
 
-    Decodes and samples each input exactly as evaluation does. Example:
+    INPUT: files, folders (walked recursively) or list files (.csv with a path column, or one path per
+    line). Each input is sampled exactly as evaluation samples a test video. An input that cannot be
+    read is a row with its error; the exit code is 2 only when nothing could be predicted. Examples:
 
     \b
       vtl predict runs/ucf/train/r3d_18-finetune/best.pt clip.mp4 --topk 3
+      vtl predict best.pt new_clips/ more.csv --output predictions.csv --device cuda
+      vtl predict best.pt long.mp4 --window 2 --stride 1 --smooth 3 --output timeline.csv
     """
+    from pipeline.progress import warn
     from pipeline.stages.predict import run_predict
 
-    for result in run_predict(checkpoint, list(inputs), topk, device=PredictConfig(**options).device):
-        if as_json:
-            click.echo(json.dumps(result))
+    cfg = PredictConfig(**options)
+    result = run_predict(checkpoint, list(inputs), topk, cfg)
+    if not result.predicted:
+        raise UserError(result.failure())
+    failed = len({r["path"] for r in result.rows if r["error"]})
+    if failed:
+        warn(f"{failed} input(s) could not be predicted: their rows say why")
+    for path in result.files:
+        click.echo(str(path))
+    if cfg.output is None:
+        _print_rows(result, as_json)
+
+
+def _print_rows(result: Any, as_json: bool) -> None:
+    from pipeline.stages.predict import json_record
+
+    if as_json:
+        for row in result.rows:
+            click.echo(json.dumps(json_record(row)))
+        return
+    last = None
+    for row in result.rows:
+        if row["path"] != last:
+            click.echo(row["path"])
+            last = row["path"]
+        if row["error"]:
+            click.echo(f"  error: {row['error']}")
+        elif "start" in row:
+            click.echo(f"  {row['start']:8.2f}-{row['end']:<8.2f} {row['top1_probability']:.3f}  {row['top1']}")
         else:
-            click.echo(result["input"])
-            for p in result["top"]:
+            for p in row["topk"]:
                 click.echo(f"  {p['probability']:.3f}  {p['class']}")
+    for seg in result.segments:
+        click.echo(f"segment {seg['path']}  {seg['start']:.2f}-{seg['end']:.2f} s  {seg['label']} ({seg['score']:.3f})")
 
 
 @click.command()
@@ -47,17 +81,22 @@ def predict(checkpoint: Path, inputs: tuple[Path, ...], topk: int, as_json: bool
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0],
               show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def export(checkpoint: Path, fmt: str, output: Path) -> None:
-    """Export a trained checkpoint to TorchScript or ONNX (input: normalised (B, C, T, H, W) clip).
+@click.option("--uint8-input", is_flag=True, help="Bake the normalisation into the graph: the model takes the raw "
+                                                   "uint8 clip (B, T, H, W, 3).")
+def export(checkpoint: Path, fmt: str, output: Path, uint8_input: bool) -> None:
+    """Export a trained checkpoint to TorchScript or ONNX, with its metadata.
 
-    Example:
+    Input: the normalised float clip (B, C, T, H, W), or uint8 (B, T, H, W, 3) with --uint8-input.
+    Class names, mean/std, frames, input size, sampling and resize rules, backbone, weights and vtl
+    version go into the file (ONNX metadata_props, TorchScript extra file vtl.json) and into
+    OUTPUT.json beside it (docs/serving.md). Example:
 
     \b
-      vtl export runs/ucf/train/r3d_18-finetune/best.pt --format onnx -o r3d_ucf.onnx
+      vtl export runs/ucf/train/r3d_18-finetune/best.pt --format onnx --uint8-input -o r3d_ucf.onnx
     """
     from pipeline.stages.export import run_export
 
-    click.echo(str(run_export(checkpoint, fmt, output)))
+    click.echo(str(run_export(checkpoint, fmt, output, uint8_input=uint8_input)))
 
 
 # ----------------------------------------------------------------------------- catalogues

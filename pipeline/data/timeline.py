@@ -70,3 +70,58 @@ def seconds_views(num_frames: int, rate: float, *, sampling: str, frames: int, s
         idx = idx % num_frames if duration < seconds else np.minimum(idx, num_frames - 1)
         views.append(idx.tolist())
     return views
+
+
+# ----------------------------------------------------------------------------- long videos (`vtl predict --window`)
+
+BACKGROUND = "background"  # the label of a window whose top-1 probability is below --min-score
+
+
+def frame_range(start: float, end: float, fps: float, num_frames: int) -> tuple[int, int]:
+    """``[first, stop)``: the frames on screen from ``start`` to ``end`` seconds (at least one)."""
+    first = min(num_frames - 1, max(0, math.floor(start * fps + EPS)))
+    stop = min(num_frames, max(first + 1, math.floor(end * fps + EPS)))
+    return first, stop
+
+
+def sliding_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of every window: one every ``stride`` seconds, plus one ending on the
+    video's end when the strides leave a tail uncovered; a video shorter than ``window`` is one window."""
+    if duration <= window + EPS:
+        return [(0.0, duration)]
+    room = duration - window
+    starts = [k * stride for k in range(int(math.floor(room / stride + EPS)) + 1)]
+    if room - starts[-1] > EPS:
+        starts.append(room)
+    return [(s, s + window) for s in starts]
+
+
+def smooth_labels(labels: list[str], k: int) -> list[str]:
+    """Majority vote over ``k`` consecutive windows centred on each (ties: the window's own label)."""
+    if k <= 1:
+        return list(labels)
+    half = k // 2
+    out = []
+    for i, own in enumerate(labels):
+        near = labels[max(0, i - half): i + half + 1]
+        counts = {label: near.count(label) for label in near}
+        best = max(counts.values())
+        out.append(own if counts[own] == best else next(lb for lb in near if counts[lb] == best))
+    return out
+
+
+def merge_segments(windows: list[tuple[float, float]], labels: list[str], scores: list[float],
+                   duration: float) -> list[dict]:
+    """Consecutive windows with one label as ``{start, end, label, score}`` (score: their mean top-1
+    probability). Each window stands for the time nearer its centre than its neighbours', so
+    overlapping windows give segments that tile ``[0, duration]`` without overlap."""
+    centres = [(s + e) / 2 for s, e in windows]
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(centres, centres[1:], strict=False)] + [duration]
+    segments: list[dict] = []
+    for i, label in enumerate(labels):
+        if segments and segments[-1]["label"] == label:
+            segments[-1]["end"], segments[-1]["_scores"] = cuts[i + 1], segments[-1]["_scores"] + [scores[i]]
+        else:
+            segments.append({"start": cuts[i], "end": cuts[i + 1], "label": label, "_scores": [scores[i]]})
+    return [{"start": round(s["start"], 3), "end": round(s["end"], 3), "label": s["label"],
+             "score": round(sum(s["_scores"]) / len(s["_scores"]), 6)} for s in segments]

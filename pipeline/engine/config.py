@@ -9,6 +9,7 @@ line builds its options from these classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.choices import (
@@ -20,6 +21,7 @@ from pipeline.choices import (
     TEMPORAL_POOLINGS,
 )
 from pipeline.data.splits import SPLITS
+from pipeline.data.timeline import BACKGROUND
 from pipeline.errors import UserError
 from pipeline.options import check_choices, option
 
@@ -187,11 +189,51 @@ class EvaluateConfig:
         parse_views(self.views)
 
 
+# What `vtl predict --output` writes, by the file's suffix.
+PREDICT_OUTPUTS = (".csv", ".jsonl")
+
+
 @dataclass
 class PredictConfig:
     """``vtl predict``'s options beyond its arguments."""
 
     device: str | None = device_option()
+    batch_size: int = option(16, "Clips per forward pass (an input's views, or a long video's windows, share "
+                                 "batches).")
+    workers: int = option(2, "Decoding processes working while the model runs (0: decode in this process).")
+    output: Path | None = option(None, "Write the rows to FILE.csv or FILE.jsonl instead of printing them "
+                                       "(with --window: also FILE.segments.* and a FILE.png timeline).",
+                                 flags=("--output", "-o"), metavar="FILE")
+    window: float | None = option(None, "Long videos: classify every window of this many seconds (a row per "
+                                        "window) and merge them into segments.", metavar="SECONDS")
+    stride: float | None = option(None, "Seconds from one window's start to the next (default: --window).",
+                                  metavar="SECONDS")
+    smooth: int = option(1, "With --window: majority vote over K consecutive windows before merging (1: none).",
+                         metavar="K")
+    min_score: float = option(0.0, f"With --window: a window whose top-1 probability is below this is "
+                                   f"'{BACKGROUND}'.")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "smooth"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise UserError(f"--workers must be 0 or more, got {self.workers}")
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UserError(f"--{name} must be a positive number of seconds, got {value}")
+        if self.stride is not None and self.window is None:
+            raise UserError("--stride is the step between windows: give --window too")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise UserError(f"--min-score is a probability in [0, 1], got {self.min_score}")
+        if self.output is not None and Path(self.output).suffix.lower() not in PREDICT_OUTPUTS:
+            raise UserError(f"--output {self.output}: name a .csv or .jsonl file")
+
+    @property
+    def step(self) -> float | None:
+        """Seconds between window starts."""
+        return self.stride or self.window
 
 
 def parse_views(views: str | None) -> tuple[int | None, int]:

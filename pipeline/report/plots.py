@@ -83,3 +83,19 @@ def plot_mistakes(items: Sequence[dict], path: Path, *, columns: int = 4) -> Non
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
     _save(fig, path)
+
+
+def plot_timeline(tracks: Sequence[tuple[str, Sequence[dict], float]], path: Path) -> None:
+    """One lane per video: its merged segments (``{start, end, label}``) coloured by label, named."""
+    labels = sorted({s["label"] for _, segments, _ in tracks for s in segments})
+    colours = {label: plt.get_cmap("tab20")(k % 20) for k, label in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(tracks) + 1.2))
+    for lane, (_, segments, _) in enumerate(tracks):
+        for s in segments:
+            ax.broken_barh([(s["start"], s["end"] - s["start"])], (lane - 0.4, 0.8), color=colours[s["label"]])
+            ax.text((s["start"] + s["end"]) / 2, lane, s["label"], ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(len(tracks)), [Path(name).name for name, _, _ in tracks], fontsize=8)
+    ax.set_xlim(0, max((duration for _, _, duration in tracks), default=1.0))
+    ax.set_ylim(len(tracks) - 0.5, -0.5)
+    ax.set_xlabel("seconds")
+    _save(fig, path)

@@ -21,6 +21,8 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"}
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+# Files that list inputs (`vtl predict`): a CSV with a path column, or one path per line.
+LIST_EXTENSIONS = frozenset({".csv", ".tsv", ".txt", ".lst", ".list"})
 
 
 @dataclass(frozen=True)

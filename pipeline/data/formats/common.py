@@ -111,6 +111,23 @@ def walk_entries(root: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
             yield Path(dirpath) / name
 
 
+def walk_media(root: Path) -> Iterator[Path]:
+    """What ``vtl predict`` classifies under ``root``: every video, every image, and every frame folder
+    (a folder with numbered images and no video, ``root`` itself included), in a stable order.
+    Other files are ignored; a frame folder is not entered."""
+    for dirpath, dirnames, filenames in _walk_once(root, None, None):
+        visible = sorted(n for n in filenames if not n.startswith("."))
+        videos = [n for n in visible if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS]
+        if not videos and any(is_frame_name(n) for n in visible):
+            dirnames[:] = []
+            yield Path(dirpath)
+            continue
+        dirnames.sort()
+        for name in visible:
+            if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+                yield Path(dirpath) / name
+
+
 def _walk_once(root: Path, seen: set[tuple[int, int]] | None, skipped: list[Path] | None,
                onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk`` following links, but entering each real folder once: a link to ``root``, to one of

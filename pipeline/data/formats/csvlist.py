@@ -77,11 +77,7 @@ def read_annotations(file: Path, split: str = "") -> list[Entry]:
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise UserError(f"{file}: no entries")
-    first = numbered[0][1]
-    # Comma, tab or semicolon (spreadsheets in many locales): the one that makes a header.
-    headers = {d: [c.strip().lower() for c in next(csv.reader([first], delimiter=d))] for d in (",", "\t", ";")}
-    delimiter = max(headers, key=lambda d: ("path" in headers[d]) + ("label" in headers[d]))  # ties: comma
-    header = headers[delimiter]
+    header, delimiter = _header(numbered[0][1])
     if "path" in header and "label" in header:
         entries = _read_csv(file, numbered[1:], header, delimiter)
     elif "path" in header or "label" in header:
@@ -97,6 +93,31 @@ def read_annotations(file: Path, split: str = "") -> list[Entry]:
                 raise UserError(f"{e.where}: split {e.split!r} contradicts {split}={file}")
         entries = [Entry(e.path, e.label, split, e.where) for e in entries]
     return entries
+
+
+def _header(first: str) -> tuple[list[str], str]:
+    """The first line's cells (lower-cased) and delimiter: comma, tab or semicolon (spreadsheets in many
+    locales), the one that makes a header with ``path`` and ``label`` (ties: comma)."""
+    headers = {d: [c.strip().lower() for c in next(csv.reader([first], delimiter=d))] for d in (",", "\t", ";")}
+    delimiter = max(headers, key=lambda d: ("path" in headers[d]) + ("label" in headers[d]))
+    return headers[delimiter], delimiter
+
+
+def read_paths(file: Path) -> list[Path]:
+    """The inputs a list file names (``vtl predict``): a CSV with a ``path`` column (other columns
+    ignored), or one entry per line whose first field is the path (so annotation lists work as they
+    are). Relative paths start from the list file's folder."""
+    numbered = [(n, line) for n, line in enumerate(_read_text(file, "input list"), start=1) if line.strip()]
+    if not numbered:
+        raise UserError(f"{file}: no entries")
+    header, delimiter = _header(numbered[0][1])
+    if "path" in header:
+        column = header.index("path")
+        rows = [next(csv.reader([line], delimiter=delimiter)) for _, line in numbered[1:]]
+        paths = [row[column].strip() for row in rows if len(row) > column and row[column].strip()]
+    else:
+        paths = [line.split()[0] for _, line in numbered]
+    return [file.parent / Path(p).expanduser() for p in paths]
 
 
 def _read_csv(file: Path, numbered: list[tuple[int, str]], header: list[str], delimiter: str) -> list[Entry]:
