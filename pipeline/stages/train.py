@@ -101,7 +101,7 @@ class _Job:
         cfg = self.cfg
         splits = load_splits(self.ws.iter_manifest(), self.cache, self.classes, cfg.fraction, cfg.seed)
         model, _ = build_model(cfg.backbone, len(self.classes), weights=self.weights, temporal=cfg.temporal,
-                               dropout=cfg.dropout)
+                               dropout=cfg.dropout, drop_path=cfg.drop_path)
         speed = Speed.choose(distributed.device(self.info), amp=cfg.amp, channels_last=cfg.channels_last,
                              video=self.spec.kind == "video")
         speed.prepare(model)
@@ -164,7 +164,8 @@ class _Job:
             if not split.ids:
                 continue
             train = name == "train"
-            transform = build_transform(cfg.size, self.spec.mean, self.spec.std, train=train, augment=cfg.augment)
+            transform = build_transform(cfg.size, self.spec.mean, self.spec.std, train=train, augment=cfg.augment,
+                                        randaugment=cfg.randaugment_ops, random_erasing=cfg.random_erasing)
             ds = ClipDataset(self.cache, split.ids, split.labels, transform, train=train)
             loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
                                        **_order(cfg, split.labels, train), drop_last=train and len(ds) > cfg.batch_size,
