@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pipeline.data.mixing import MixCut
 from pipeline.data.transforms import build_transform
@@ -206,3 +206,59 @@ sources:
     f.write_text(f.read_text().replace("  finetune: {", "  mixup: 0.8\n  finetune: {"))
     with pytest.raises(UserError, match="source 'net' with strategy linear: .*drop --mixup"):
         plan(load_sources(f), ("linear", "finetune"), (1.0,), 1)
+
+
+class _Clips(Dataset):
+    """8 fixed one-frame clips; reads after the first ``fail_after`` raise (a crash mid-run)."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.x = torch.randn(8, 3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+        self.labels = [i % 2 for i in range(8)]
+        self.reads, self.fail_after = 0, fail_after
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        self.reads += 1
+        if self.fail_after is not None and self.reads > self.fail_after:
+            raise RuntimeError("crashed")
+        return self.x[i], self.labels[i], i
+
+
+def _fit(folder: Path, data: _Clips) -> None:
+    from dataclasses import asdict
+
+    from pipeline.engine.config import TrainConfig
+    from pipeline.engine.distributed import DistInfo
+    from pipeline.engine.run_folder import RunFolder
+    from pipeline.engine.speed import Speed
+    from pipeline.engine.trainer import Fit, fit
+    from pipeline.models.classifier import build_model
+
+    cfg = TrainConfig(backbone="resnet18", strategy="scratch", epochs=2, batch_size=4, lr=0.01, mixup=0.4, ema=0.5,
+                      accumulate=2)
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2)
+    loaders = {"train": DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator())}
+    speed = Speed.choose(torch.device("cpu"), amp=False, channels_last=False, video=False)
+    run_config = {**asdict(cfg), "classes": ["a", "b"], "weights": "none"}
+    fit(Fit(RunFolder(folder / "train", folder / "eval"), model, model, loaders, cfg, run_config, DistInfo(), speed),
+        restart=False)
+
+
+@pytest.mark.slow  # ~20 s on 2 loaded cores: three short trainings
+def test_a_run_with_ema_resumed_after_a_crash_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    from pipeline.models.checkpoint import Checkpoint
+
+    _fit(tmp_path / "straight", _Clips())
+    with pytest.raises(RuntimeError, match="crashed"):  # in epoch 2 (8 training + 8 validation reads an epoch)
+        _fit(tmp_path / "resumed", _Clips(fail_after=20))
+    assert Checkpoint.load(tmp_path / "resumed" / "train" / "last.pt").epoch == 1
+    _fit(tmp_path / "resumed", _Clips())
+    a, b = (Checkpoint.load(tmp_path / name / "train" / "last.pt") for name in ("straight", "resumed"))
+    assert a.epoch == b.epoch == 2
+    assert any(not torch.equal(a.model[k], a.live_model[k]) for k in a.model)  # the average is not the live model
+    for saved, resumed in ((a.model, b.model), (a.live_model, b.live_model)):
+        for key, tensor in saved.items():
+            torch.testing.assert_close(resumed[key], tensor, atol=1e-6, rtol=1e-5)
