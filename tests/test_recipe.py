@@ -147,6 +147,8 @@ def test_drop_path_reaches_torchvision_stochastic_depth() -> None:
     assert max(rates(None)) == pytest.approx(0.2 * 15 / 16)  # torchvision's default, scaled by depth
     assert max(rates(0.05)) == pytest.approx(0.05 * 15 / 16)
     assert rates(0.0) == {0.0}
+    lite, _ = build_model("efficientnet_lite0", 3, drop_path=0.05)  # the package's drop-connect
+    assert lite.backbone.pretrained_module().net._global_params.drop_connect_rate == 0.05
     with pytest.raises(UserError, match="resnet18 has no stochastic depth"):
         build_model("resnet18", 3, drop_path=0.1)
 
@@ -155,7 +157,7 @@ RECIPE = ("--mixup", "0.8", "--cutmix", "1.0", "--randaugment", "2,9", "--random
           "--drop-path", "0.1", "--ema", "0.9", "--accumulate", "2")
 
 
-@pytest.mark.slow  # ~20 s on 2 loaded cores (efficientnet_b0: the smallest backbone with stochastic depth)
+@pytest.mark.slow  # ~20 s on 2 loaded cores
 def test_vtl_train_with_the_recipe_saves_and_evaluates_the_ema_weights(tiny_dataset: Path, tmp_path: Path) -> None:
     from conftest import invoke_vtl
 

