@@ -264,3 +264,13 @@ def test_a_run_with_ema_resumed_after_a_crash_ends_like_an_uninterrupted_one(tmp
     for saved, resumed in ((a.model, b.model), (a.live_model, b.live_model)):
         for key, tensor in saved.items():
             torch.testing.assert_close(resumed[key], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_a_run_recorded_before_the_recipe_existed_matches_only_at_the_defaults() -> None:
+    from pipeline.engine.trainer import same_settings
+
+    old = {"backbone": "resnet18", "lr": 0.001, "classes": ["a", "b"]}  # a run config without the new options
+    assert same_settings(old, {**old, "mixup": 0.0, "ema": None, "accumulate": 1})
+    assert not same_settings(old, {**old, "mixup": 0.2, "ema": None, "accumulate": 1})
+    assert not same_settings({**old, "mixup": 0.2}, {**old, "mixup": 0.0})
+    assert not same_settings({**old, "gone": 1}, old)  # an option the current version does not know

@@ -280,4 +280,4 @@ def _result(run: RunFolder, state: _State) -> dict[str, Any]:
             "train_seconds": state.history[-1]["train_seconds"] if state.history else 0.0}
 
 
-__all__ = ["Fit", "fit", "epoch_seed"]
+__all__ = ["Fit", "fit", "epoch_seed", "same_settings"]
