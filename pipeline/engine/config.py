@@ -62,15 +62,16 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.")
     dropout: float = option(0.0, "Dropout before the classifier.")
     # The fine-tuning recipe (docs/models.md recommends one per backbone family).
-    mixup: float = option(0.0, "Mixup: blend pairs of clips and their labels by λ ~ Beta(A, A), e.g. 0.8 (0: off).")
+    mixup: float = option(0.0, "Mixup: blend pairs of clips and their labels by λ ~ Beta(A, A), e.g. 0.8 (0: off).",
+                          metavar="A")
     cutmix: float = option(0.0, "CutMix: paste a box of another clip (every frame), labels by area; λ ~ Beta(A, A), "
-                                "e.g. 1.0 (0: off). With --mixup: one of the two per batch.")
+                                "e.g. 1.0 (0: off). With --mixup: one of the two per batch.", metavar="A")
     randaugment: str | None = option(None, "N,M: RandAugment with N ops of magnitude M (0-30), e.g. 2,9; the same "
                                            "ops and magnitudes for every frame of a clip.", metavar="N,M")
     random_erasing: float = option(0.0, "Erase a random box (the same on every frame) of a clip with this "
-                                        "probability, e.g. 0.25.")
+                                        "probability, e.g. 0.25.", metavar="P")
     drop_path: float | None = option(None, "Stochastic depth rate, e.g. 0.1 (backbones that have it; default: the "
-                                           "backbone's own).")
+                                           "backbone's own).", metavar="R")
     ema: float | None = option(None, "Keep an exponential moving average of the weights with this decay (e.g. "
                                      "0.999); validation, best.pt and evaluation use it.", metavar="DECAY")
     accumulate: int = option(1, "Accumulate gradients over K batches per optimizer step (an effective batch of "
