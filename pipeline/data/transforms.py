@@ -15,6 +15,11 @@ Presets:
     ``crop``      random resized crop only: use it when left/right matters
                   (Something-Something, direction-of-motion classes)
     ``none``      eval transform also in training
+
+Recipe options (``vtl train --randaugment N,M --random-erasing P``) add to a training preset:
+RandAugment on the uint8 frames after the crop, random erasing on the finished clip. Both draw
+their parameters once per call and v2 treats the leading T as a batch dimension, so every frame of
+a clip gets the same ops, magnitudes and erased box (tests/test_recipe.py proves it).
 """
 
 from __future__ import annotations
@@ -29,18 +34,29 @@ from pipeline.choices import AUGMENTATIONS
 
 
 def build_transform(size: int, mean: Sequence[float], std: Sequence[float], *, train: bool,
-                    augment: str = "standard", normalize: bool = True) -> Callable[[np.ndarray], torch.Tensor]:
+                    augment: str = "standard", normalize: bool = True,
+                    randaugment: tuple[int, int] | None = None,
+                    random_erasing: float = 0.0) -> Callable[[np.ndarray], torch.Tensor]:
+    """The clip transform; ``randaugment`` (ops per clip, magnitude 0-30) and ``random_erasing``
+    (probability) apply in training only."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation preset {augment!r}")
+    if random_erasing and not normalize:
+        raise ValueError("random erasing fills with the mean: it needs normalize=True")
     if train and augment != "none":
         ops: list = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True)]
         if augment == "standard":
             ops.append(v2.RandomHorizontalFlip())
     else:
         ops = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+    if train and randaugment is not None:
+        ops.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
     # The geometric ops run on uint8 in both modes (the float conversion always came after them),
     # which is what lets the uint8 path be finished on the device without changing a value.
-    pipeline = v2.Compose([*ops, *_to_float(mean, std, normalize)])
+    ops += _to_float(mean, std, normalize)
+    if train and random_erasing > 0:  # after normalising: the erased box is the mean (0), as in timm
+        ops.append(v2.RandomErasing(p=random_erasing, value=0))
+    pipeline = v2.Compose(ops)
 
     def apply(clip: np.ndarray) -> torch.Tensor:
         frames = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2)  # T, C, H, W

@@ -63,6 +63,21 @@ class TrainConfig:
         1, "gradual: epochs of head-only training, then between unfreezing each next stage.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.")
     dropout: float = option(0.0, "Dropout before the classifier.")
+    # The fine-tuning recipe (docs/models.md recommends one per backbone family).
+    mixup: float = option(0.0, "Mixup: blend pairs of clips and their labels by λ ~ Beta(A, A), e.g. 0.8 (0: off).",
+                          metavar="A")
+    cutmix: float = option(0.0, "CutMix: paste a box of another clip (every frame), labels by area; λ ~ Beta(A, A), "
+                                "e.g. 1.0 (0: off). With --mixup: one of the two per batch.", metavar="A")
+    randaugment: str | None = option(None, "N,M: RandAugment with N ops of magnitude M (0-30), e.g. 2,9; the same "
+                                           "ops and magnitudes for every frame of a clip.", metavar="N,M")
+    random_erasing: float = option(0.0, "Erase a random box (the same on every frame) of a clip with this "
+                                        "probability, e.g. 0.25.", metavar="P")
+    drop_path: float | None = option(None, "Stochastic depth rate, e.g. 0.1 (backbones that have it; default: the "
+                                           "backbone's own).", metavar="R")
+    ema: float | None = option(None, "Keep an exponential moving average of the weights with this decay (e.g. "
+                                     "0.999); validation, best.pt and evaluation use it.", metavar="DECAY")
+    accumulate: int = option(1, "Accumulate gradients over K batches per optimizer step (an effective batch of "
+                                "K × --batch-size).", metavar="K")
     fraction: float = option(1.0, "Train on this stratified share of the train split.")
     seed: int = option(0, "Seed of initialisation, shuffling, augmentation and --fraction.")
     input_size: int | None = option(None, "Crop size fed to the network (default: the backbone's).")
@@ -107,6 +122,7 @@ class TrainConfig:
             raise UserError("--head-epochs must be >= 0 and --head-lr positive")
         if self.patience is not None and self.patience <= 0:
             raise UserError("--patience must be positive")
+        self._check_recipe(spec)
         if self.strategy == "scratch" and self.weights not in (None, "none"):
             raise UserError("--strategy scratch trains from random initialisation: drop --weights")
         if self.input_size is not None:
@@ -116,6 +132,36 @@ class TrainConfig:
             if spec.fixed_size and self.input_size != spec.input_size:
                 raise UserError(f"{self.backbone} takes only --input-size {spec.input_size} (fixed position "
                                 "embeddings)")
+
+    def _check_recipe(self, spec: BackboneSpec) -> None:
+        if self.mixup < 0 or self.cutmix < 0:
+            raise UserError("--mixup and --cutmix must be >= 0")
+        parse_randaugment(self.randaugment)
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise UserError(f"--random-erasing must be in [0, 1], got {self.random_erasing}")
+        if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:
+            raise UserError(f"--drop-path must be in [0, 1), got {self.drop_path}")
+        from pipeline.models.factory import check_drop_path
+
+        check_drop_path(spec, self.drop_path)
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise UserError(f"--ema must be in (0, 1), got {self.ema}")
+        if self.accumulate < 1:
+            raise UserError("--accumulate must be >= 1")
+        if self.make_strategy().frozen_backbone and (pixels := self.pixel_recipe()):
+            raise UserError(f"--strategy linear trains the head on cached features of unaugmented clips: drop "
+                            f"{', '.join(pixels)}")
+
+    def pixel_recipe(self) -> list[str]:
+        """The recipe options set that act on clips or the backbone (not on cached features)."""
+        given = {"--mixup": self.mixup, "--cutmix": self.cutmix, "--randaugment": self.randaugment,
+                 "--random-erasing": self.random_erasing, "--drop-path": self.drop_path}
+        return [flag for flag, value in given.items() if value]
+
+    @property
+    def randaugment_ops(self) -> tuple[int, int] | None:
+        """``--randaugment N,M`` as (N, M)."""
+        return parse_randaugment(self.randaugment)
 
     @property
     def spec(self) -> BackboneSpec:
@@ -157,7 +203,9 @@ class TrainConfig:
     def head_phase(self) -> TrainConfig:
         """The head-only phase of LP-FT: a linear probe with this run's data settings."""
         return replace(self, strategy="linear", epochs=self.head_epochs, lr=self.head_lr, freeze_to=None,
-                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), head_epochs=0)
+                       layer_decay=None, patience=None, batch_size=max(self.batch_size, 32), head_epochs=0,
+                       mixup=0.0, cutmix=0.0, randaugment=None, random_erasing=0.0, drop_path=None, ema=None,
+                       accumulate=1)
 
     def check_clip_length(self, frames: int) -> None:
         """A one-line error when the clips' length does not suit the backbone."""
@@ -234,6 +282,19 @@ class PredictConfig:
     def step(self) -> float | None:
         """Seconds between window starts."""
         return self.stride or self.window
+
+
+def parse_randaugment(text: str | None) -> tuple[int, int] | None:
+    """``"2,9"`` → (2 ops, magnitude 9); None → no RandAugment."""
+    if text is None:
+        return None
+    try:
+        n, m = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise UserError(f"--randaugment must look like N,M (e.g. 2,9), got {text!r}") from None
+    if n < 1 or not 0 <= m <= 30:
+        raise UserError(f"--randaugment {text}: N must be >= 1 and M in 0-30")
+    return n, m
 
 
 def parse_views(views: str | None) -> tuple[int | None, int]:

@@ -21,6 +21,7 @@ from pipeline.errors import UserError
 from pipeline.progress import bar
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
+Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (inputs, targets)
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None):
@@ -40,39 +41,41 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     device: torch.device, *, desc: str, clip_grad: float | None = None,
                     amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                     memory_format: torch.memory_format | None = None,
-                    normalize: Normalize | None = None) -> dict[str, float]:
+                    normalize: Normalize | None = None, mix: Mix | None = None, accumulate: int = 1,
+                    on_step: Callable[[], None] | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; the caller has set train/eval modes.
+
+    ``mix`` (e.g. :class:`pipeline.data.mixing.MixCut`) turns a batch and its labels into mixed
+    inputs and soft targets; ``accumulate`` batches make one optimizer step (the loss of each is
+    divided by the batches in its group, so the gradient is that of their union); ``on_step`` runs
+    after every optimizer step (e.g. an EMA update).
 
     Returns this process's sums (``seen``, ``loss_sum``, ``correct``) so DDP ranks can be combined.
     """
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
+    total = len(loader)
     progress = bar(loader, desc=desc, unit="batch")
+    optimizer.zero_grad(set_to_none=True)
     for step, (inputs, labels, _) in enumerate(progress, start=1):
         inputs, labels = _to(inputs, device, memory_format, normalize), labels.to(device, non_blocking=True)
+        inputs, targets = mix(inputs, labels) if mix is not None else (inputs, labels)
         with _autocast(device, amp):
             logits = model(inputs)
-            loss = criterion(logits.float(), labels)
+            loss = criterion(logits.float(), targets)
         if scaler is None and not torch.isfinite(loss):
             # Without fp16 loss scaling (which skips such steps itself) this step would turn every
             # weight into NaN: stop the run here; last.pt still holds the previous epoch.
             raise UserError(f"training diverged: the loss is {loss.item()} in {desc} (batch {step}); lower --lr or "
                             "set --clip-grad")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if clip_grad:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        group = min(accumulate, total - (step - 1) // accumulate * accumulate)  # batches in this step's group
+        (scaler.scale(loss / group) if scaler is not None else loss / group).backward()
+        if step % accumulate == 0 or step == total:
+            _optimizer_step(model, optimizer, scaler, clip_grad)
+            if on_step is not None:
+                on_step()
+            if scheduler is not None:
+                scheduler.step()
         n = labels.numel()
         seen += n
         loss_sum += loss.item() * n
@@ -81,6 +84,21 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                              clips_s=f"{seen / (time.perf_counter() - start):.1f}")
     progress.close()
     return {"seen": seen, "loss_sum": loss_sum, "correct": correct, "seconds": time.perf_counter() - start}
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    clip_grad: float | None) -> None:
+    """One update from the accumulated gradients (unscaled and clipped first), then clear them."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ torchrun (only rank 0 writes); AMP, channels-last and torch.compile switches.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from pipeline.data.balance import BalancedSampler, loss_weights
+from pipeline.data.mixing import MixCut
 from pipeline.data.splits import Split
 from pipeline.engine import distributed
 from pipeline.engine.config import TrainConfig
 from pipeline.engine.distributed import DistInfo
+from pipeline.engine.ema import Ema
 from pipeline.engine.loop import predict, train_one_epoch
 from pipeline.engine.metrics import summarize
 from pipeline.engine.rng import rng_state, set_rng_state
@@ -32,6 +34,7 @@ from pipeline.engine.speed import Speed
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier
+from pipeline.options import default_of
 from pipeline.progress import echo
 from pipeline.transfer.strategies import Strategy
 
@@ -77,6 +80,7 @@ class _State:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler | None
+    ema: Ema | None = None  # --ema: the average of the trained module's weights
     history: list[dict[str, Any]] = field(default_factory=list)
     best: float = -1.0
     epoch: int = 0
@@ -104,8 +108,11 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
             job.run.write_train_split(job.train_split.ids, [classes[i] for i in job.train_split.labels])
     weights = loss_weights(cfg.class_weights, job.loaders["train"].dataset.labels, len(job.run_config["classes"]))
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(dev),
-                                    label_smoothing=cfg.label_smoothing)
+                                    label_smoothing=cfg.label_smoothing)  # soft (mixed) targets too
+    mix = MixCut(cfg.mixup, cfg.cutmix, len(job.run_config["classes"])) if cfg.mixup or cfg.cutmix else None
+    on_step = (lambda: state.ema.update(job.trained)) if state.ema is not None else None
     net = _wrap(job.trained, info, dev, cfg.compile)
+    scored = state.ema.module if state.ema is not None else net  # what validation (and best.pt) judge
     train_loader = _distributed(job.loaders["train"], info, shuffle=True, seed=cfg.seed)
     val_loader = _distributed(job.loaders.get("val") or job.loaders["train"], info, shuffle=False, seed=cfg.seed)
     board = _tensorboard(job.run.tensorboard_dir) if info.is_main else None
@@ -123,10 +130,11 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
         strategy.set_train_mode(job.model)
         sums = train_one_epoch(net, train_loader, state.optimizer, state.scheduler, criterion, dev,
                                desc=f"epoch {epoch + 1}/{cfg.epochs}", clip_grad=cfg.clip_grad, amp=speed.amp,
-                               scaler=state.scaler, memory_format=speed.memory_format)
+                               scaler=state.scaler, memory_format=speed.memory_format, mix=mix,
+                               accumulate=cfg.accumulate, on_step=on_step)
         seconds += sums["seconds"]
         stats = _reduce(info, sums, dev)
-        val = _validate(net, val_loader, dev, len(job.run_config["classes"]), info, speed)
+        val = _validate(scored, val_loader, dev, len(job.run_config["classes"]), info, speed)
         record = {"epoch": epoch + 1, **stats, "val_top1": val["video_top1"],
                   "val_mean_class_accuracy": val["video_mean_class_accuracy"],
                   "lr": state.scheduler.get_last_lr()[0], "train_seconds": round(seconds, 3)}
@@ -154,22 +162,26 @@ def _fresh_state(job: Fit, strategy: Strategy, dev: torch.device) -> _State:
     if strategy.frozen_backbone:
         groups = [g for g in groups if g["name"] == "head"]
     optimizer = torch.optim.AdamW(groups, weight_decay=job.cfg.weight_decay)
-    steps = job.cfg.epochs * len(job.loaders["train"])
+    steps = job.cfg.epochs * math.ceil(len(job.loaders["train"]) / job.cfg.accumulate)  # optimizer steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(steps, job.cfg.warmup))
     scaler = torch.amp.GradScaler(dev.type) if job.speed.fp16_scaler else None
-    return _State(optimizer, scheduler, scaler)
+    ema = Ema(job.trained, job.cfg.ema) if job.cfg.ema else None
+    return _State(optimizer, scheduler, scaler, ema)
 
 
 def _resume(job: Fit, state: _State) -> None:
     """Load ``last.pt`` into the model and ``state``; it must hold a run with the same settings."""
     saved = Checkpoint.load(job.run.last)
-    if saved.config != job.run_config:
+    if not same_settings(saved.config, job.run_config):
         changed = sorted(k for k in saved.config.keys() | job.run_config.keys()
                          if saved.config.get(k) != job.run_config.get(k))
         shown = ", ".join(f"{k} {saved.config.get(k)!r} -> {job.run_config.get(k)!r}" for k in changed[:3])
         raise UserError(f"{job.run.train_dir} holds a run with other settings ({shown}); use --restart or "
                         "another --name")
-    job.model.load_state_dict(saved.model)
+    job.model.load_state_dict(saved.live_model or saved.model)
+    if state.ema is not None:
+        prefix = _prefix(job)
+        state.ema.module.load_state_dict({k[len(prefix):]: v for k, v in saved.model.items() if k.startswith(prefix)})
     state.optimizer.load_state_dict(saved.optimizer)
     state.scheduler.load_state_dict(saved.scheduler)
     if state.scaler is not None and saved.scaler:
@@ -179,16 +191,34 @@ def _resume(job: Fit, state: _State) -> None:
 
 
 def _save(job: Fit, state: _State, improved: bool) -> None:
-    rc = job.run_config
-    saved = Checkpoint(backbone=job.cfg.backbone, classes=rc["classes"], model=job.model.state_dict(),
+    rc, live = job.run_config, job.model.state_dict()
+    model = live
+    if state.ema is not None:  # the average is the run's model; last.pt keeps the live weights to resume
+        model = {**live, **{_prefix(job) + k: v for k, v in state.ema.module.state_dict().items()}}
+    saved = Checkpoint(backbone=job.cfg.backbone, classes=rc["classes"], model=model,
                        weights=rc["weights"], temporal=job.cfg.temporal, config=rc, feature_key=job.feature_key,
                        history=state.history, best_val_top1=state.best, epoch=state.epoch,
                        optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
-                       scaler=state.scaler.state_dict() if state.scaler else {}, rng=rng_state())
+                       scaler=state.scaler.state_dict() if state.scaler else {}, rng=rng_state(),
+                       live_model=live if state.ema is not None else {})
     if improved:
         saved.without_training_state().save(job.run.best)
     saved.save(job.run.last)
     job.run.write_history(state.history)
+
+
+def _prefix(job: Fit) -> str:
+    """Where the trained module sits in the model's state dict ("" or "head.")."""
+    name = next(n for n, m in job.model.named_modules() if m is job.trained)
+    return f"{name}." if name else ""
+
+
+def same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a recorded run config matches ``current``; an option the recorded run predates
+    matches when it is now at its default (runs trained before the option existed still resume)."""
+    defaults = {f.name: default_of(f) for f in fields(TrainConfig)}
+    return set(saved) <= set(current) and all(
+        saved[k] == v if k in saved else k in defaults and defaults[k] == v for k, v in current.items())
 
 
 def _wrap(module: nn.Module, info: DistInfo, dev: torch.device, compile_: bool) -> nn.Module:
@@ -260,4 +290,4 @@ def _result(run: RunFolder, state: _State) -> dict[str, Any]:
             "train_seconds": state.history[-1]["train_seconds"] if state.history else 0.0}
 
 
-__all__ = ["Fit", "fit", "epoch_seed"]
+__all__ = ["Fit", "fit", "epoch_seed", "same_settings"]

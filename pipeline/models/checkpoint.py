@@ -62,6 +62,7 @@ class Checkpoint:
     scheduler: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
+    live_model: dict[str, torch.Tensor] = field(default_factory=dict)  # --ema: the live weights (model: the average)
     vtl_version: str = __version__
 
     @property
@@ -72,7 +73,7 @@ class Checkpoint:
         return get_spec(self.backbone).normalization(self.weights)
 
     def without_training_state(self) -> Checkpoint:
-        return dataclasses.replace(self, optimizer={}, scheduler={}, scaler={}, rng={})
+        return dataclasses.replace(self, optimizer={}, scheduler={}, scaler={}, rng={}, live_model={})
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         """The backbone part of ``model``, keys relative to the backbone module."""

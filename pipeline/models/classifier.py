@@ -38,10 +38,11 @@ def linear_head(model_state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tor
 
 
 def build_model(backbone: str, num_classes: int, *, weights: str = "none", temporal: str = "avg",
-                dropout: float = 0.0) -> tuple[Classifier, BackboneSpec]:
-    """Build backbone + head and load ``weights`` (a tag, a file, or ``none``) into the backbone."""
+                dropout: float = 0.0, drop_path: float | None = None) -> tuple[Classifier, BackboneSpec]:
+    """Build backbone + head and load ``weights`` (a tag, a file, or ``none``) into the backbone;
+    ``drop_path`` sets its stochastic depth rate (None: the architecture's default)."""
     spec = get_spec(backbone)
-    bb = build_backbone(spec, temporal)
+    bb = build_backbone(spec, temporal, drop_path)
     apply_weights(bb, spec, weights)
     return Classifier(bb, num_classes, dropout), spec
 

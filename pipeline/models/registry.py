@@ -90,6 +90,8 @@ class BackboneSpec:
     min_input_size: int = 32
     fixed_size: bool = False
     fixed_clip_len: bool = False
+    # Stochastic depth: the builder takes a keyword ``drop_path: float`` (``vtl train --drop-path``).
+    drop_path: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:

