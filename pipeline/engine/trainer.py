@@ -172,9 +172,7 @@ def _fresh_state(job: Fit, strategy: Strategy, dev: torch.device) -> _State:
 def _resume(job: Fit, state: _State) -> None:
     """Load ``last.pt`` into the model and ``state``; it must hold a run with the same settings."""
     saved = Checkpoint.load(job.run.last)
-    if not same_settings(saved.config, job.run_config):
-        changed = sorted(k for k in saved.config.keys() | job.run_config.keys()
-                         if saved.config.get(k) != job.run_config.get(k))
+    if changed := changed_settings(saved.config, job.run_config):
         shown = ", ".join(f"{k} {saved.config.get(k)!r} -> {job.run_config.get(k)!r}" for k in changed[:3])
         raise UserError(f"{job.run.train_dir} holds a run with other settings ({shown}); use --restart or "
                         "another --name")
@@ -214,11 +212,21 @@ def _prefix(job: Fit) -> str:
 
 
 def same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether a recorded run config matches ``current``; an option the recorded run predates
-    matches when it is now at its default (runs trained before the option existed still resume)."""
+    """Whether a recorded run config matches ``current`` (see :func:`changed_settings`)."""
+    return not changed_settings(saved, current)
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings in which ``current`` differs from a recorded run config; an option the recorded run
+    predates matches when it is now at its default (runs trained before the option existed still resume)."""
     defaults = {f.name: default_of(f) for f in fields(TrainConfig)}
-    return set(saved) <= set(current) and all(
-        saved[k] == v if k in saved else k in defaults and defaults[k] == v for k, v in current.items())
+
+    def differs(k: str) -> bool:
+        if k in saved:
+            return k not in current or saved[k] != current[k]
+        return not (k in defaults and defaults[k] == current[k])
+
+    return sorted(k for k in saved.keys() | current.keys() if differs(k))
 
 
 def _wrap(module: nn.Module, info: DistInfo, dev: torch.device, compile_: bool) -> nn.Module:
