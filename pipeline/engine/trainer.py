@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from pipeline import provenance
 from pipeline.data.balance import BalancedSampler, loss_weights
 from pipeline.engine import distributed
 from pipeline.engine.config import TrainConfig
@@ -31,7 +32,7 @@ from pipeline.engine.speed import Speed
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier
-from pipeline.progress import echo
+from pipeline.progress import detail, echo
 from pipeline.transfer.strategies import Strategy
 
 
@@ -95,15 +96,17 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
                  "train again")
             return _result(job.run, state)
         echo(f"train: resuming {job.run.train_dir} at epoch {state.epoch + 1}/{cfg.epochs}")
+    origin = provenance.collect(clip_cache=job.run_config.get("sampling"), feature_cache=job.feature_key)
     if info.is_main:
-        job.run.write_config(job.run_config)
+        job.run.write_config(job.run_config, origin)
+    detail(f"train: {job.run.train_dir}: {provenance.one_line(origin)}")
     weights = loss_weights(cfg.class_weights, job.loaders["train"].dataset.labels, len(job.run_config["classes"]))
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(dev),
                                     label_smoothing=cfg.label_smoothing)
     net = _wrap(job.trained, info, dev, cfg.compile)
     train_loader = _distributed(job.loaders["train"], info, shuffle=True, seed=cfg.seed)
     val_loader = _distributed(job.loaders.get("val") or job.loaders["train"], info, shuffle=False, seed=cfg.seed)
-    board = _tensorboard(job.run.tensorboard_dir) if info.is_main else None
+    board = _tensorboard(job.run.tensorboard_dir) if info.is_main and cfg.tensorboard else None
     seconds = state.history[-1]["train_seconds"] if state.history else 0.0
     for epoch in range(state.epoch, cfg.epochs):
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
@@ -140,6 +143,8 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
             break
     if board is not None:
         board.close()
+    if info.is_main:
+        job.run.write_config(job.run_config, provenance.finish(origin))
     return _result(job.run, state)
 
 
@@ -236,12 +241,10 @@ def _validate(model: nn.Module, loader: DataLoader, dev: torch.device, num_class
     return summarize(probs, labels, videos, num_classes)
 
 
-def _tensorboard(folder: Path):
-    """TensorBoard event files in ``folder`` when tensorboard is installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
+def _tensorboard(folder: Path) -> Any:
+    """A writer of TensorBoard event files in ``folder``."""
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(folder))
 
 

@@ -36,6 +36,7 @@ from pipeline.data.synthetic import make_source_dataset, make_target_dataset
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.files import write_json, write_text
 from pipeline.progress import echo
+from pipeline.provenance import KEY as PROVENANCE
 from pipeline.report.benchmark_report import headline
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
@@ -142,7 +143,8 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
         metrics = run_evaluate(target_ws, EvaluateConfig(run=cfg.run_name))
         summary.append({"name": name, "backbone": cfg.backbone, "source": source, "strategy": cfg.strategy,
                         "top1": metrics["video_top1"], "mean_class_accuracy": metrics["video_mean_class_accuracy"],
-                        "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name})
+                        "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name,
+                        PROVENANCE: metrics[PROVENANCE]})
     bench = {**_benchmark_sources(out, plan, target_ws), "seeds": plan.bench_seeds}  # seeds: for the report
     write_json(out / "summary.json", summary)
     report = _write_report(out, summary, pre, time.perf_counter() - t0, target_ws, bench)
