@@ -48,6 +48,9 @@ def log_to(path: Path) -> Iterator[None]:
         _LOGS.append(log)
         try:
             yield
+        except Exception as e:  # what ended the stage, in its log too (the terminal gets it from the CLI)
+            _log(f"error: {' '.join(str(e).split()) or type(e).__name__}")
+            raise
         finally:
             _LOGS.remove(log)
 
