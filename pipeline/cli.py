@@ -27,7 +27,7 @@ from pipeline.data.sampling import SamplingConfig
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.options import field_names
-from pipeline.progress import echo, set_quiet
+from pipeline.progress import echo, set_quiet, set_verbose
 from pipeline.stages.prepare import PrepareConfig
 from pipeline.stages.sample import SampleConfig
 
@@ -63,13 +63,16 @@ class StageOrder(click.Group):
 
 @click.group(cls=StageOrder, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="vtl")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines (the stage's log file still "
+                                                  "gets them).")
+@click.option("--verbose", "-v", is_flag=True, help="Also show detail lines (each run's provenance, ...); the "
+                                                    "log files always hold them.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("--wait", "wait_s", default=0.0, show_default=True, metavar="SECONDS",
               help="If another stage is writing to the workspace, wait up to this long for it to finish "
                    "(default: fail at once, naming it). E.g. queue several `vtl train` on one workspace.")
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, debug: bool, wait_s: float) -> None:
+def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool, wait_s: float) -> None:
     """vtl: transfer learning for video (and image) classification.
 
     Take a network trained on a source task (Kinetics-400 video backbones,
@@ -87,7 +90,10 @@ def cli(ctx: click.Context, quiet: bool, debug: bool, wait_s: float) -> None:
     from pipeline.workspace import set_lock_wait
 
     ctx.obj = {"debug": debug}
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose contradict each other: pass one")
     set_quiet(quiet)
+    set_verbose(verbose)
     set_lock_wait(wait_s)
 
 

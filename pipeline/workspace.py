@@ -124,6 +124,15 @@ class Workspace:
     def benchmark_dir(self) -> Path:
         return self.root / "benchmark"
 
+    @property
+    def benchmark_log(self) -> Path:
+        return self.benchmark_dir / "benchmark.log"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        """The default MLflow file store of ``--tracker mlflow`` (without ``MLFLOW_TRACKING_URI``)."""
+        return self.root / "mlruns"
+
     # -- reading --------------------------------------------------------------------
     def require_prepared(self) -> None:
         if not self.manifest.is_file() or not self.classes_file.is_file():

@@ -98,6 +98,8 @@ def test_vtl_run_and_the_stage_commands_agree(tiny_dataset: Path, tmp_path: Path
     assert (cli_ws / "clips" / key(cli_ws) / "params.json").read_text() == \
         (run_ws / "clips" / key(run_ws) / "params.json").read_text()
     run_config = [yaml.safe_load((ws / "train" / "a" / "config.yaml").read_text()) for ws in (cli_ws, run_ws)]
+    for recorded in run_config:  # where each run came from (times, command line) differs, its settings not
+        assert recorded.pop("provenance")["started"]
     assert run_config[0] == run_config[1]
 
 

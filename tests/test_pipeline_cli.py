@@ -148,7 +148,10 @@ def test_train_rerun_does_not_retrain(ws: Path) -> None:
                         "imagenet1k", "--input-size", "64", "--epochs", "3", "--lr", "0.01")
     assert "already finished" in result.stderr
     assert "after 3 epochs" in result.stdout
-    assert mtimes(out) == before  # best.pt, last.pt, metrics.jsonl and config.yaml untouched
+    after = mtimes(out)
+    assert after.pop("train.log") > before.pop("train.log")  # the log says what the re-run did ...
+    assert "already finished" in (out / "train.log").read_text().splitlines()[-1]
+    assert after == before  # ... and best.pt, last.pt, metrics.jsonl and config.yaml are untouched
 
 
 def test_finetune_starts_from_the_linear_probe_head(ws: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.benchmark.sources import STRATEGY_CHOICES, parse_fractions, parse_lr_factors, parse_strategies
-from pipeline.engine.config import device_option
+from pipeline.engine.config import check_tracker, deterministic_option, device_option, tracker_option
 from pipeline.errors import UserError
 from pipeline.options import check_choices, option
 
@@ -45,6 +45,8 @@ class BenchmarkConfig:
                                     "one GPU each), ray (Ray tasks, --ray-address), slurm (submitit job arrays). "
                                     "See docs/distributed.md.", choices=EXECUTORS)
     device: str | None = device_option()
+    deterministic: bool = deterministic_option()
+    tracker: str = tracker_option()
     owner_timeout: float = option(300.0, "Seconds without a heartbeat after which a cell's owner (another "
                                          "executor, machine) counts as dead and its cell is taken over.")
     ray_address: str | None = option(None, "ray: the cluster to join (default: a Ray instance started here).")
@@ -67,6 +69,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        check_tracker(self.tracker)
         if self.seeds is not None and self.seeds < 1:
             raise UserError(f"--seeds must be at least 1, got {self.seeds}")
         for name in ("max_parallel", "slurm_parallelism", "slurm_time"):

@@ -48,18 +48,27 @@ TARGET_CLASSES = (
 )
 
 
+# Fixed encoder settings: one encoder thread (a frame-threaded x264 encodes differently on machines
+# with other core counts, and its output is then not reproducible), fixed preset and quality, nothing
+# more. With the same package versions the files are byte-identical run to run.
+ENCODER_OPTIONS = {"threads": "1"}
+X264_OPTIONS = {"preset": "medium", "crf": "23", "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = 16, codec: str = "libx264",
                 **options: str) -> None:
-    """Write uint8 ``(T, H, W, 3)`` frames to ``path`` (even H and W for yuv420p codecs)."""
+    """Write uint8 ``(T, H, W, 3)`` frames to ``path`` (even H and W for yuv420p codecs), single-threaded
+    with fixed encoder options (:data:`ENCODER_OPTIONS`) so that the same frames give the same bytes."""
     import av
+
+    fixed = {**ENCODER_OPTIONS, **(X264_OPTIONS if codec.startswith("libx264") else {})}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = {"libx264rgb": "rgb24", "png": "rgb24", "ffv1": "bgr0"}.get(codec, "yuv420p")
-        if options:
-            stream.options = dict(options)
+        stream.options = {**fixed, **options}
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 container.mux(packet)

@@ -29,15 +29,38 @@ if TYPE_CHECKING:
     from pipeline.models.registry import BackboneSpec
     from pipeline.transfer.strategies import Strategy
 
-# Options that change speed, not results: they may differ when a run is resumed, and are left out
-# of the run config that a resumed run (or a finished benchmark cell) must match.
-SPEED_OPTIONS = ("workers", "amp", "channels_last", "compile", "device")
+# Options that change speed or what is logged, not results: they may differ when a run is resumed,
+# and are left out of the run config that a resumed run (or a finished benchmark cell) must match.
+SPEED_OPTIONS = ("workers", "amp", "channels_last", "compile", "device", "deterministic", "tensorboard", "tracker")
+TRACKERS = ("none", "mlflow")
 
 
 def device_option() -> Any:
     """The ``--device`` field of every command that runs a network: one default, one help text."""
     return option(None, "cpu, cuda or cuda:N (default: the GPU when one is visible, else the CPU; under torchrun: "
                         "the local rank's GPU).", metavar="DEVICE")
+
+
+def deterministic_option() -> Any:
+    """The ``--deterministic`` field of train, evaluate and benchmark: one default, one help text."""
+    return option(False, "Deterministic kernels (torch.use_deterministic_algorithms, cuDNN without autotuning, "
+                         "CUBLAS_WORKSPACE_CONFIG): the same command gives the same numbers on a GPU too, "
+                         "typically 10-30% slower there (a CPU run is deterministic anyway).")
+
+
+def check_tracker(tracker: str) -> None:
+    """An unusable ``--tracker`` is a one-line error before any work."""
+    if tracker == "mlflow":
+        from pipeline.engine.tracking import require_mlflow
+
+        require_mlflow()
+
+
+def tracker_option() -> Any:
+    """The ``--tracker`` field of train and benchmark (see :func:`check_tracker`)."""
+    return option("none", "Also log params, metrics, provenance and the best checkpoint to an experiment tracker: "
+                          "mlflow (pip install 'vtl[mlflow]'; MLFLOW_TRACKING_URI, default a file store mlruns/ in "
+                          "the workspace).", choices=TRACKERS)
 
 
 @dataclass
@@ -104,9 +127,13 @@ class TrainConfig:
             "for this many epochs (LP-FT; keeps the pretrained features intact). 0: random head.")
     head_lr: float = option(1e-2, "LR of that head-only phase.")
     device: str | None = device_option()
+    deterministic: bool = deterministic_option()
+    tensorboard: bool = option(True, "Write TensorBoard scalars (loss, top-1, lr) to train/RUN/tensorboard/.")
+    tracker: str = tracker_option()
 
     def __post_init__(self) -> None:
         check_choices(self)
+        check_tracker(self.tracker)
         self.make_strategy()  # validates the strategy's own options
         spec = self.spec  # validates the name
         if not 0.0 < self.fraction <= 1.0:
@@ -229,6 +256,7 @@ class EvaluateConfig:
         None, "CLIPSxCROPS test views, e.g. 5x3: the first CLIPS cached clips of each video, each at 1 (centre) "
               "or 3 spatial crops; softmax averaged per video. Default: all cached clips x 1.")
     device: str | None = device_option()
+    deterministic: bool = deterministic_option()
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -2,11 +2,13 @@
 ``eval/<run>/`` (written by ``vtl evaluate``). Every other module asks a :class:`RunFolder` for a
 path or a record instead of spelling file names.
 
-``train/<run>/``: ``config.yaml`` (what the results depend on), ``last.pt`` (full state, for
+``train/<run>/``: ``config.yaml`` (what the results depend on, and under ``provenance`` where they
+came from: :mod:`pipeline.provenance`), ``train.log`` (what the terminal showed), ``last.pt`` (full state, for
 resuming), ``best.pt`` (best validation epoch, no training state), ``metrics.jsonl`` (one record
 per epoch), ``train_split.json`` (the training videos the run used, after ``--fraction``),
 ``tensorboard/``, and ``head/`` for the head-only first phase of LP-FT (a run folder
-of its own). ``eval/<run>/``: ``metrics.json`` (numbers only), ``info.json`` (what was scored),
+of its own). ``eval/<run>/``: ``metrics.json`` (numbers, and the evaluation's ``provenance``), ``evaluate.log``,
+``info.json`` (what was scored),
 ``per_class.csv``, ``predictions.csv``, ``confusion.png``, ``mistakes.png`` (images), a hidden
 cache of the predictions, and ``failed.json`` when a benchmark cell failed (why).
 """
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.files import write_json, write_text
+from pipeline.provenance import KEY as PROVENANCE
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,27 @@ class RunFolder:
     def is_trained(self) -> bool:
         return self.best.is_file()
 
-    def config(self) -> dict[str, Any] | None:
-        path = self.train_dir / "config.yaml"
-        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+    @property
+    def train_log(self) -> Path:
+        return self.train_dir / "train.log"
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        write_text(self.train_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    def config(self) -> dict[str, Any] | None:
+        """The recorded settings (without the provenance, see :meth:`provenance`)."""
+        path = self.train_dir / "config.yaml"
+        if not path.is_file():
+            return None
+        recorded = yaml.safe_load(path.read_text()) or {}
+        recorded.pop(PROVENANCE, None)
+        return recorded
+
+    def provenance(self) -> dict[str, Any] | None:
+        """Where the training came from (:func:`pipeline.provenance.collect`)."""
+        path = self.train_dir / "config.yaml"
+        return (yaml.safe_load(path.read_text()) or {}).get(PROVENANCE) if path.is_file() else None
+
+    def write_config(self, config: dict[str, Any], provenance: dict[str, Any]) -> None:
+        write_text(self.train_dir / "config.yaml",
+                   yaml.safe_dump({**config, PROVENANCE: provenance}, sort_keys=False))
 
     def history(self) -> list[dict[str, Any]]:
         path = self.train_dir / "metrics.jsonl"
@@ -123,6 +141,10 @@ class RunFolder:
         return self.eval_dir / f".predictions-{key}.npz"
 
     @property
+    def eval_log(self) -> Path:
+        return self.eval_dir / "evaluate.log"
+
+    @property
     def is_evaluated(self) -> bool:
         return (self.eval_dir / "metrics.json").is_file()
 
@@ -132,10 +154,10 @@ class RunFolder:
     def eval_info(self) -> dict[str, Any] | None:
         return _read_json(self.eval_dir / "info.json")
 
-    def write_eval(self, metrics: dict[str, Any], info: dict[str, Any]) -> None:
+    def write_eval(self, metrics: dict[str, Any], info: dict[str, Any], provenance: dict[str, Any]) -> None:
         """``info.json`` first, ``metrics.json`` last: its presence marks a finished evaluation."""
         write_json(self.eval_dir / "info.json", info)
-        write_json(self.eval_dir / "metrics.json", metrics)
+        write_json(self.eval_dir / "metrics.json", {**metrics, PROVENANCE: provenance})
 
     def forget_eval(self) -> None:
         """A retrained run is not evaluated until it is evaluated again."""

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from pipeline import provenance
 from pipeline.data.balance import BalancedSampler, loss_weights
 from pipeline.data.mixing import MixCut
 from pipeline.data.splits import Split
@@ -35,7 +36,7 @@ from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier
 from pipeline.options import default_of
-from pipeline.progress import echo
+from pipeline.progress import detail, echo
 from pipeline.transfer.strategies import Strategy
 
 
@@ -101,11 +102,13 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
                  "train again")
             return _result(job.run, state)
         echo(f"train: resuming {job.run.train_dir} at epoch {state.epoch + 1}/{cfg.epochs}")
+    origin = provenance.collect(clip_cache=job.run_config.get("sampling"), feature_cache=job.feature_key)
     if info.is_main:
-        job.run.write_config(job.run_config)
+        job.run.write_config(job.run_config, origin)
         if job.train_split is not None:
             classes = job.run_config["classes"]
             job.run.write_train_split(job.train_split.ids, [classes[i] for i in job.train_split.labels])
+    detail(f"train: {job.run.train_dir}: {provenance.one_line(origin)}")
     weights = loss_weights(cfg.class_weights, job.loaders["train"].dataset.labels, len(job.run_config["classes"]))
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(dev),
                                     label_smoothing=cfg.label_smoothing)  # soft (mixed) targets too
@@ -115,7 +118,7 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
     scored = state.ema.module if state.ema is not None else net  # what validation (and best.pt) judge
     train_loader = _distributed(job.loaders["train"], info, shuffle=True, seed=cfg.seed)
     val_loader = _distributed(job.loaders.get("val") or job.loaders["train"], info, shuffle=False, seed=cfg.seed)
-    board = _tensorboard(job.run.tensorboard_dir) if info.is_main else None
+    board = _tensorboard(job.run.tensorboard_dir) if info.is_main and cfg.tensorboard else None
     seconds = state.history[-1]["train_seconds"] if state.history else 0.0
     for epoch in range(state.epoch, cfg.epochs):
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
@@ -154,6 +157,8 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
             break
     if board is not None:
         board.close()
+    if info.is_main:
+        job.run.write_config(job.run_config, provenance.finish(origin))
     return _result(job.run, state)
 
 
@@ -284,12 +289,10 @@ def _validate(model: nn.Module, loader: DataLoader, dev: torch.device, num_class
     return summarize(probs, labels, videos, num_classes)
 
 
-def _tensorboard(folder: Path):
-    """TensorBoard event files in ``folder`` when tensorboard is installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
+def _tensorboard(folder: Path) -> Any:
+    """A writer of TensorBoard event files in ``folder``."""
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(folder))
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.choices import SCRATCH
+from pipeline.provenance import KEY as PROVENANCE
 from pipeline.transfer.transferability import kendall_tau
 
 MIN_SPREAD = 0.01  # the smallest seed spread the negative-transfer rule allows
@@ -175,6 +176,7 @@ class BenchmarkResults:
     lr_selection: list[dict[str, Any]] | None = None  # the --select-lr table (None: one rate per cell)
     workspace_name: str = ""
     num_test_videos: int | None = None
+    provenance: dict[str, Any] | None = None  # where the benchmark ran (pipeline.provenance.collect)
 
     @property
     def finished(self) -> list[dict[str, Any]]:
@@ -231,7 +233,7 @@ def summarize(res: BenchmarkResults) -> dict[str, Any]:
             "failed_cells": [{"run": r["run"], "error": r["error"]} for r in res.failed],
             "kendall_tau": {k: rank_agreement({s: t.get(k) for s, t in scores.items()}, measured)
                             for k in ("logme", "leep")},
-            "lr_selection": res.lr_selection is not None}
+            "lr_selection": res.lr_selection is not None, PROVENANCE: res.provenance}
 
 
 COST_KEYS = ("params", "gflops", "latency_ms", "throughput")

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.choices import SCRATCH
 from pipeline.files import write_csv, write_json, write_text
+from pipeline.provenance import one_line
 from pipeline.report.benchmark import (
     MIN_SPREAD,
     NEGATIVE,
@@ -234,7 +235,10 @@ and its numbers above leave the cell out. Re-running the benchmark retries it.
 
 Every cell (with its learning rate, validation and test top-1, mean class accuracy and training time)
 is in `results.csv`; the ranking and verdicts in `summary.json` and `ranking.csv`; the transferability
-scores in `transferability.csv`; each cell's run is `train/<run>/` and `eval/<run>/`.
+scores in `transferability.csv`; each cell's run is `train/<run>/` and `eval/<run>/` (its provenance in
+`config.yaml` and `metrics.json`); what the benchmark printed in `benchmark.log`.
+
+{one_line(res.provenance)}
 """
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.files import write_text
 from pipeline.models.registry import get_spec
+from pipeline.provenance import KEY as PROVENANCE
+from pipeline.provenance import one_line
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
 from pipeline.workspace import BENCHMARK_RUN_PREFIX, Workspace
@@ -71,6 +73,8 @@ def write_report(ws: Workspace) -> Path:
                      ("gain", "gain vs scratch"), ("train_seconds", "train time (s)")]),
         "![top-1 per run](report_top1.png)",
         "\n".join(links),
+        "Where each result came from (the full record: `provenance` in `eval/<run>/metrics.json` and "
+        "`train/<run>/config.yaml`):\n\n" + "\n".join(f"- `{r['run']}`: {one_line(r.get(PROVENANCE))}" for r in rows),
         *sorted(caveats),
     ]) + "\n"
     path = ws.root / "report.md"

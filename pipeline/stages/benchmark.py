@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import provenance
 from pipeline.benchmark.config import (
     DEFAULT_FRACTIONS,
     DEFAULT_LR_FACTORS,
@@ -59,9 +60,10 @@ from pipeline.benchmark.tasks import EXTRACT, PRETRAIN, TEST, TRAIN, Task, sourc
 from pipeline.choices import SCRATCH
 from pipeline.engine.config import EvaluateConfig, TrainConfig
 from pipeline.engine.run_folder import RunFolder
+from pipeline.engine.tracking import end_parent, start_parent, track_run, tracking_uri
 from pipeline.errors import UserError
 from pipeline.files import read_csv, write_csv
-from pipeline.progress import echo, warn
+from pipeline.progress import echo, log_to, warn
 from pipeline.report.benchmark import BenchmarkResults, add_transfer_gains, scratch_cost_key
 from pipeline.report.benchmark_report import write_report
 from pipeline.stages.evaluate import run_evaluate
@@ -101,16 +103,19 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
         return {"submitted": job}
     out = ws.benchmark_dir
     t0 = time.perf_counter()
+    record = provenance.collect()
+    tracking = _start_tracking(ws, cfg)  # the parent run of the cells' nested MLflow runs
+    extra = {"tracking": tracking} if tracking else {}
     # Shared: other executors may run this grid on this workspace at once; the cells are owned
     # through ownership files (pipeline.benchmark.ownership), every other file is written atomically.
-    with ws.lock("benchmark", shared=True):
+    with ws.lock("benchmark", shared=True), log_to(ws.benchmark_log):
         echo(f"benchmark: {len(sf.sources)} source(s) × {len(strategies)} strategies × {len(fractions)} "
              f"fraction(s) × {seeds} seed(s) × {len(factors)} learning rate(s) + scratch = {len(cells)} cells")
         todo: list[tuple[Cell, bool]] = []
         if cfg.collect:
             scores = _read_scores(out / "transferability.csv")
         else:
-            _pretrain_sources(ws, sf, cfg, executor)
+            _pretrain_sources(ws, sf, cfg, executor, extra)
             if cfg.executor in REMOTE and "linear" in strategies:  # the features, extracted where the cells run
                 run_tasks(ws, [Task(EXTRACT, f"extract-{s.name}", {"sources": str(sf.path), "source": s.name,
                                                                    "eval": True}) for s in sf.sources],
@@ -120,16 +125,16 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
             planned_at = time.time()  # a cell another executor ends after this is not run again here
             todo = cells_to_run(ws, cells, force=cfg.force, tested=not selecting)
             echo(f"benchmark: {len(cells) - len(todo)} cell(s) done before, {len(todo)} to run")
-            run_tasks(ws, [Task(TRAIN, c.run, {**dataclasses.asdict(c.train_config()), "device": cfg.device},
-                                restart=restart, test=not selecting) for c, restart in todo],
+            run_tasks(ws, [Task(TRAIN, c.run, {**dataclasses.asdict(c.train_config()), **_run_options(cfg)},
+                                restart=restart, test=not selecting, extra=extra) for c, restart in todo],
                       executor=executor, planned_at=planned_at)
         chosen, selection = choose_lr(ws, cells) if selecting else ({}, None)
         kept = [c for c in cells if c.lr_factor == chosen.get(c.group, 1.0)]
         if selection is not None:
             write_csv(out / "lr_selection.csv", SELECTION_COLUMNS, selection)
             if not cfg.collect:
-                run_tasks(ws, [Task(TEST, c.run, dataclasses.asdict(EvaluateConfig(run=c.run, split="test",
-                                                                                   device=cfg.device)))
+                run_tasks(ws, [Task(TEST, c.run, dataclasses.asdict(EvaluateConfig(
+                    run=c.run, split="test", device=cfg.device, deterministic=cfg.deterministic)), extra=extra)
                                for c in kept if _needs_test(ws.run(c.run))], executor=executor)
         if cfg.collect:
             kept = _ended(ws, kept)
@@ -142,7 +147,10 @@ def run_benchmark(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any]:
         summary = write_report(out, BenchmarkResults(
             rows, scores, costs=_costs(ws, kept, cfg.device, out / "cost.json"),
             pretraining=_pretraining_info(ws, sf), lr_selection=selection, workspace_name=ws.root.name,
-            num_test_videos=len(ws.manifest_rows("test"))))
+            num_test_videos=len(ws.manifest_rows("test")), provenance=provenance.finish(record)))
+        if tracking:
+            end_parent(tracking["uri"], tracking["parent_run_id"], summary[provenance.KEY],
+                       [out / "summary.json", out / "results.csv", out / "report.md"])
     return {**summary, "results": out / "results.csv", "transferability": out / "transferability.csv",
             "summary": out / "summary.json", "cells": len(cells), "ran": len(todo),
             "seconds": time.perf_counter() - t0}
@@ -157,7 +165,8 @@ def _pretraining(ws: Workspace, s: Source) -> RunFolder:
     return source_workspace(ws, s.name, s.dataset).run(PRETRAIN_RUN)
 
 
-def _pretrain_sources(ws: Workspace, sf: SourcesFile, cfg: BenchmarkConfig, executor: Executor) -> None:
+def _pretrain_sources(ws: Workspace, sf: SourcesFile, cfg: BenchmarkConfig, executor: Executor,
+                      extra: dict[str, Any]) -> None:
     """Pretrain every source given as a dataset (resuming, or retraining when its settings changed).
     A source whose pretraining failed keeps no checkpoint: its cells fail with the reason."""
     tasks = []
@@ -168,8 +177,9 @@ def _pretrain_sources(ws: Workspace, sf: SourcesFile, cfg: BenchmarkConfig, exec
         source_ws = source_workspace(ws, s.name, s.dataset)
         changed = stale(source_ws, pre)
         if cfg.force or changed or not source_ws.run(PRETRAIN_RUN).is_finished(pre.epochs, pre.patience):
-            tasks.append(Task(PRETRAIN, PRETRAIN_RUN, {**dataclasses.asdict(pre), "device": cfg.device},
-                              restart=cfg.force or bool(changed), extra={"source": s.name, "dataset": str(s.dataset)}))
+            tasks.append(Task(PRETRAIN, PRETRAIN_RUN, {**dataclasses.asdict(pre), **_run_options(cfg)},
+                              restart=cfg.force or bool(changed),
+                              extra={**extra, "source": s.name, "dataset": str(s.dataset)}))
     if tasks:
         echo(f"benchmark: pretraining {len(tasks)} source dataset(s) first")
         run_tasks(ws, tasks, executor=executor)
@@ -225,6 +235,21 @@ def _read_scores(path: Path) -> list[dict[str, Any]]:
             for row in read_csv(path)]
 
 
+def _run_options(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """The benchmark's options every training task (cell, pretraining) runs with."""
+    return {"device": cfg.device, "deterministic": cfg.deterministic}
+
+
+def _start_tracking(ws: Workspace, cfg: BenchmarkConfig) -> dict[str, Any] | None:
+    """``--tracker mlflow``: a parent run for this benchmark; what the tasks need to nest under it."""
+    if cfg.tracker != "mlflow" or cfg.collect:
+        return None
+    uri = tracking_uri(ws.mlruns_dir)
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(("ray_", "slurm_"))}
+    return {"uri": uri, "experiment": ws.root.name,
+            "parent_run_id": start_parent(uri, ws.root.name, "benchmark", params)}
+
+
 def _drive(root: str, cfg: BenchmarkConfig) -> dict[str, Any]:
     """The driver job of ``--no-wait``: the whole benchmark, waiting for its arrays."""
     return run_benchmark(Workspace(root), cfg)
@@ -250,7 +275,10 @@ def run_task(ws: Workspace, task: Task) -> bool:
             run.forget_eval()  # a retrained cell is not done until it is evaluated again
         run_train(ws, cfg, restart=task.restart)
         if task.kind == TRAIN and task.test:
-            run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test", device=cfg.device))
+            run_evaluate(ws, EvaluateConfig(run=cfg.run_name, split="test", device=cfg.device,
+                                            deterministic=cfg.deterministic))
+        if task.extra.get("tracking"):  # a nested MLflow run under the benchmark's
+            track_run(run, **task.extra["tracking"])
     except Exception as e:  # noqa: BLE001 - any failure of one task is that task's, never the grid's
         reason = " ".join(str(e).split()) or type(e).__name__
         run.record_failure(reason if isinstance(e, UserError) else f"{type(e).__name__}: {reason}")

@@ -34,8 +34,10 @@ from pipeline.benchmark.config import BenchmarkConfig
 from pipeline.data.sampling import SamplingConfig
 from pipeline.data.synthetic import make_source_dataset, make_target_dataset
 from pipeline.engine.config import EvaluateConfig, TrainConfig
+from pipeline.engine.determinism import deterministic_mode
 from pipeline.files import write_json, write_text
 from pipeline.progress import echo
+from pipeline.provenance import KEY as PROVENANCE
 from pipeline.report.benchmark_report import headline
 from pipeline.report.markdown import table
 from pipeline.report.plots import plot_bars
@@ -121,7 +123,13 @@ def _target_runs(plan: DemoPlan, source_ckpt: Path, sampling: str) -> list[tuple
 
 
 def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
-    plan = plan or DemoPlan()
+    """The demo into ``out``; every training and evaluation in deterministic mode (``--deterministic``):
+    run twice, it prints the same numbers (its synthetic videos are byte-identical too)."""
+    with deterministic_mode(True):
+        return _run_demo(out, plan or DemoPlan())
+
+
+def _run_demo(out: Path, plan: DemoPlan) -> Path:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     source_root, target_root = _ensure_data(out, plan)
@@ -142,7 +150,8 @@ def run_demo(out: Path, plan: DemoPlan | None = None) -> Path:
         metrics = run_evaluate(target_ws, EvaluateConfig(run=cfg.run_name))
         summary.append({"name": name, "backbone": cfg.backbone, "source": source, "strategy": cfg.strategy,
                         "top1": metrics["video_top1"], "mean_class_accuracy": metrics["video_mean_class_accuracy"],
-                        "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name})
+                        "train_seconds": round(trained["train_seconds"]), "run": cfg.run_name,
+                        PROVENANCE: metrics[PROVENANCE]})
     bench = {**_benchmark_sources(out, plan, target_ws), "seeds": plan.bench_seeds}  # seeds: for the report
     write_json(out / "summary.json", summary)
     report = _write_report(out, summary, pre, time.perf_counter() - t0, target_ws, bench)

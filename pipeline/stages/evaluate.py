@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from pipeline import provenance
 from pipeline.data.cache import ClipCache, save_npz_atomic
 from pipeline.data.datasets import ClipDataset, FeatureDataset
 from pipeline.data.transforms import build_transform, eval_crops
 from pipeline.engine import distributed
 from pipeline.engine.config import EvaluateConfig, parse_views
+from pipeline.engine.determinism import deterministic_mode
 from pipeline.engine.loop import predict
 from pipeline.engine.metrics import confusion_matrix, per_class, summarize, video_level
 from pipeline.engine.run_folder import RunFolder
@@ -30,7 +32,7 @@ from pipeline.errors import UserError
 from pipeline.files import write_csv
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier, load_classifier
-from pipeline.progress import echo
+from pipeline.progress import detail, echo, log_to
 from pipeline.report.plots import plot_confusion, plot_mistakes
 from pipeline.workspace import Workspace
 
@@ -44,13 +46,15 @@ def run_evaluate(ws: Workspace, cfg: EvaluateConfig | None = None) -> dict[str, 
     # It writes eval/RUN/ (and reads clips another stage may be rewriting): one writer at a
     # time, like every stage; only rank 0 writes under torchrun, so only rank 0 locks.
     with ws.lock("evaluate") if info_dist.is_main else contextlib.nullcontext():
-        return _evaluate(ws, cfg, info_dist)
+        run = ws.run(cfg.run) if cfg.run else ws.latest_run()
+        if not run.is_trained:
+            raise UserError(f"run {run.name!r} has no best.pt in {run.train_dir}")
+        with log_to(run.eval_log), deterministic_mode(cfg.deterministic):
+            return _evaluate(ws, cfg, info_dist, run)
 
 
-def _evaluate(ws: Workspace, cfg: EvaluateConfig, info_dist: distributed.DistInfo) -> dict[str, Any]:
-    run = ws.run(cfg.run) if cfg.run else ws.latest_run()
-    if not run.is_trained:
-        raise UserError(f"run {run.name!r} has no best.pt in {run.train_dir}")
+def _evaluate(ws: Workspace, cfg: EvaluateConfig, info_dist: distributed.DistInfo, run: RunFolder) -> dict[str, Any]:
+    started = provenance.now()
     max_views, crops = parse_views(cfg.views)
     if ws.media == "image" and (max_views or crops > 1):
         raise UserError("--views is a video option; this workspace holds images")
@@ -74,11 +78,14 @@ def _evaluate(ws: Workspace, cfg: EvaluateConfig, info_dist: distributed.DistInf
     metrics = summarize(probs, y, videos, len(ckpt.classes))
     info = {"run": run.name, "split": cfg.split, "backbone": ckpt.backbone, "weights": ckpt.weights,
             "strategy": ckpt.config["strategy"], "media": ws.media, "views": cfg.views or "all cached x 1"}
+    record = provenance.finish(provenance.collect(started=started, clip_cache=ckpt.config["sampling"],
+                                                  feature_cache=ckpt.feature_key))
+    detail(f"evaluate: {run.eval_dir}: {provenance.one_line(record)}")
     if info_dist.is_main:
-        _write_reports(run, metrics, info, (probs, y, videos), rows, ckpt.classes)
+        _write_reports(run, metrics, info, (probs, y, videos), rows, ckpt.classes, record)
     echo(f"evaluate: {run.name} on {cfg.split}: top1 {metrics['top1']:.3f}, video top1 {metrics['video_top1']:.3f}, "
          f"mean class acc {metrics['mean_class_accuracy']:.3f} ({metrics['num_videos']} videos)")
-    return {**metrics, **info, "eval_dir": str(run.eval_dir)}
+    return {**metrics, **info, "eval_dir": str(run.eval_dir), provenance.KEY: record}
 
 
 def _predictions_key(best: Path, split: str, views: str | None, ids: list[str]) -> str:
@@ -114,7 +121,7 @@ def _predict_split(ws: Workspace, model: Classifier, ckpt: Checkpoint, cache: Cl
 
 
 def _write_reports(run: RunFolder, metrics: dict, info: dict, outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
-                   rows: list[dict], classes: list[str]) -> None:
+                   rows: list[dict], classes: list[str], record: dict[str, Any]) -> None:
     vids, vprobs, vlabels = video_level(*outputs)
     cm = confusion_matrix(vlabels, vprobs.argmax(1), len(classes))
     write_csv(run.per_class_csv, ("class", "precision", "recall", "f1", "support"),
@@ -130,4 +137,4 @@ def _write_reports(run: RunFolder, metrics: dict, info: dict, outputs: tuple[np.
     if info["media"] == "image":
         mistakes = sorted((p for p in preds if not p["correct"]), key=lambda p: -p["probability"])
         plot_mistakes(mistakes[:12], run.mistakes_png)
-    run.write_eval(metrics, info)  # metrics.json last: numbers only, scripts read it
+    run.write_eval(metrics, info, record)  # metrics.json last: numbers (+ provenance), scripts read it

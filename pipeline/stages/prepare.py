@@ -72,10 +72,12 @@ class PrepareConfig:
             raise UserError("--val-fraction + --test-fraction must leave some data for training")
 
 
-def video_id(path: Path) -> str:
-    """A stable id for a file: the cache file name of its clips."""
+def video_id(path: Path, root: Path) -> str:
+    """A stable id for a file: the cache file name of its clips, and what seeds its clip sampling.
+    It hashes the path below the dataset root (:func:`shard_key`), not the absolute path, so the same
+    dataset at another place (another machine, a second `vtl demo` folder) samples the same clips."""
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)[:40]
-    return f"{stem}-{hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
+    return f"{stem}-{hashlib.blake2b(shard_key(path, root).encode(), digest_size=6).hexdigest()}"
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -108,7 +110,7 @@ def run_prepare(ws: Workspace, cfg: PrepareConfig, *, shard: Shard | None = None
         cache = ProbeCache(ws.probe_cache)
         known = _shard_results(ws, cache, result.rows) if merge else {}
         probes = probe_rows(result.rows, fmt.media, cache, cfg.workers, cfg.timeout, known, cfg.fps)
-        manifest, quarantine = _usable(result.rows, probes)
+        manifest, quarantine = _usable(result.rows, probes, root)
         quarantine = [{"path": p, "reason": reason} for p, reason in result.quarantined] + quarantine
         write_csv(ws.quarantine, ("path", "reason"), quarantine)
         labels_seen = {r.label for r in result.rows}
@@ -168,7 +170,7 @@ def _check_train_classes(manifest: list[dict], classes: set[str], ws: Workspace)
     return []
 
 
-def _usable(rows: list[Row], probes: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def _usable(rows: list[Row], probes: list[dict[str, Any]], root: Path) -> tuple[list[dict], list[dict]]:
     """Split probed rows into manifest rows and quarantine rows, keeping their order."""
     manifest: list[dict] = []
     quarantine: list[dict] = []
@@ -176,7 +178,7 @@ def _usable(rows: list[Row], probes: list[dict[str, Any]]) -> tuple[list[dict], 
         if "error" in probe:
             quarantine.append({"path": str(row.path), "reason": probe["error"]})
         else:
-            manifest.append({"id": video_id(row.path), "path": str(row.path), "label": row.label,
+            manifest.append({"id": video_id(row.path, root), "path": str(row.path), "label": row.label,
                              "split": row.split, **probe})
     return manifest, quarantine
 
@@ -203,7 +205,7 @@ def _prepare_shard(ws: Workspace, cfg: PrepareConfig, media: str, root: Path, ro
         merged = ProbeCache(ws.probe_cache)
         known = {str(r.path): hit for r in mine if (hit := merged.get(r.path)) is not None}
         probes = probe_rows(mine, media, cache, cfg.workers, cfg.timeout, known, cfg.fps)
-        manifest, quarantine = _usable(mine, probes)
+        manifest, quarantine = _usable(mine, probes, root)
         write_csv(ws.shard_manifest(shard), MANIFEST_COLUMNS, manifest)
         write_csv(ws.shard_quarantine(shard), ("path", "reason"), quarantine)  # last: the shard is done
     return {"shard": str(shard), "listed": len(rows), "probed": len(mine), "files": len(manifest),

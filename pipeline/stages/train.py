@@ -29,16 +29,18 @@ from pipeline.data.splits import Split, load_splits
 from pipeline.data.transforms import build_transform
 from pipeline.engine import distributed
 from pipeline.engine.config import SPEED_OPTIONS, TrainConfig
+from pipeline.engine.determinism import deterministic_mode, seed_worker
 from pipeline.engine.distributed import DistInfo
 from pipeline.engine.features import FeatureExtractor
 from pipeline.engine.run_folder import RunFolder
 from pipeline.engine.speed import Speed
+from pipeline.engine.tracking import track_run, tracking_uri
 from pipeline.engine.trainer import Fit, fit
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.models.classifier import Classifier, build_model
 from pipeline.models.registry import BackboneSpec, get_spec
-from pipeline.progress import echo, warn
+from pipeline.progress import echo, log_to, warn
 from pipeline.report.runs import leakage_warning
 from pipeline.workspace import Workspace
 
@@ -74,10 +76,14 @@ def run_train(ws: Workspace, cfg: TrainConfig, *, restart: bool = False) -> dict
     if caveat := leakage_warning(ws, cfg.backbone, weights):
         warn(caveat)
     job = _Job(ws, cfg, spec, cache, sampling, weights, info, ws.classes())
-    # Only rank 0 writes, so only rank 0 holds the workspace lock.
-    with ws.lock("train") if info.is_main else contextlib.nullcontext():
+    # Only rank 0 writes, so only rank 0 holds the workspace lock (and writes the log).
+    with (ws.lock("train") if info.is_main else contextlib.nullcontext(), log_to(job.folder.train_log),
+          deterministic_mode(cfg.deterministic)):
         seed_everything(cfg.seed)
-        return job.run(restart)
+        result = job.run(restart)
+        if cfg.tracker == "mlflow" and info.is_main:
+            track_run(job.folder, uri=tracking_uri(ws.mlruns_dir), experiment=ws.root.name)
+        return result
 
 
 @dataclass
@@ -176,7 +182,7 @@ class _Job:
             loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
                                        **_order(cfg, split.labels, train), drop_last=train and len(ds) > cfg.batch_size,
                                        pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=workers > 0 and not train)
+                                       persistent_workers=workers > 0 and not train, worker_init_fn=seed_worker)
         return loaders
 
 
