@@ -41,6 +41,8 @@ class WeightTag:
     path of weights shipped inside an installed package (no download at all).
     ``loader``, when set, replaces the plain convert-and-load path: it receives
     the backbone and the file's raw state dict (e.g. 2D→3D inflation).
+    ``hf_repo``: the weights live in a Hugging Face hub repository instead (timm, transformers);
+    they are looked up in the Hugging Face cache as the first of ``hf_files`` found there.
     """
 
     tag: str
@@ -50,6 +52,8 @@ class WeightTag:
     packaged: Callable[[], Path] | None = None
     loader: Callable[[Backbone, dict], None] | None = None
     note: str = ""
+    hf_repo: str | None = None
+    hf_files: tuple[str, ...] = ()
 
     @property
     def filename(self) -> str | None:
@@ -75,7 +79,7 @@ class BackboneSpec:
     clip_len: int  # default frames per clip
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    builder: Callable[[], nn.Module]
+    builder: Callable[..., nn.Module]
     weights: dict[str, WeightTag] = field(default_factory=dict)
     # How a weights file's keys map onto the backbone module (state dict → state dict).
     convert_state: Callable[[dict], dict] | None = None
@@ -87,6 +91,8 @@ class BackboneSpec:
     fixed_size: bool = False
     fixed_clip_len: bool = False
     description: str = ""
+    # The builder takes ``drop_path=R`` (stochastic depth rate).
+    drop_path: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -94,6 +100,10 @@ class BackboneSpec:
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
+# Families named by a prefix (``timm:<model>``, ``hf:<repo id>``): prefix → the function that makes
+# the spec of one name (without the prefix). Specs made so are kept in _BY_PREFIX.
+FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {}
+_BY_PREFIX: dict[str, BackboneSpec] = {}
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:
@@ -103,12 +113,23 @@ def register(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
+def register_family(prefix: str, make_spec: Callable[[str], BackboneSpec]) -> None:
+    """Backbones named ``<prefix>:<anything>``, specified on first use by ``make_spec(anything)``."""
+    FAMILIES[prefix] = make_spec
+
+
 def get_spec(name: str) -> BackboneSpec:
     _load_builtin()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in FAMILIES:
+        if name not in _BY_PREFIX:
+            _BY_PREFIX[name] = FAMILIES[prefix](rest)
+        return _BY_PREFIX[name]
     if name not in REGISTRY:
         close = get_close_matches(name, REGISTRY, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unknown backbone {name!r}{hint}; `vtl backbones` lists them")
+        raise UserError(f"unknown backbone {name!r}{hint}; `vtl backbones` lists them "
+                        f"({', '.join(p + ':<name>' for p in FAMILIES)} take models by name)")
     return REGISTRY[name]
 
 
