@@ -144,3 +144,155 @@ def test_ig65m_missing_is_one_error_line(homes: tuple[Path, Path], capfd: pytest
     assert "r2plus1d_34 has no weight tag 'nope'" in err and "ig65m" in err
     with pytest.raises(Exception, match="r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth"):
         build_model("r2plus1d_34", 3, weights="kinetics400")
+
+
+# ----------------------------------------------------------------------------- Hugging Face cache (timm, VideoMAE)
+
+
+def write_hf_repo(hf_hub: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A repo as huggingface_hub caches it: ``models--ORG--NAME/refs/main`` holds the commit,
+    ``snapshots/<commit>/FILE`` links to ``blobs/<sha256>``. Returns the snapshot folder."""
+    import hashlib
+
+    root = hf_hub / ("models--" + repo.replace("/", "--"))
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir()
+    snapshot.mkdir(parents=True)
+    for name, data in files.items():
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob.name))
+    return snapshot
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
+TIMM_MODELS = [  # (model, the classifier keys of its published file); one convnet, one ViT
+    ("resnet10t.c3_in1k", {"fc.weight", "fc.bias"}),
+    ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", {"head.weight", "head.bias"}),
+]
+
+
+@pytest.mark.parametrize(("model_name", "classifier"), TIMM_MODELS)
+def test_timm_weights_load_from_the_hf_cache(model_name: str, classifier: set[str], homes: tuple[Path, Path]) -> None:
+    import timm
+
+    _, hf_hub = homes
+    torch.manual_seed(0)
+    official = timm.create_model(model_name, pretrained=False).state_dict()  # the full model, 1000 classes
+    assert classifier <= set(official)
+    repo = f"timm/{model_name}"
+    write_hf_repo(hf_hub, repo, {"model.safetensors": safetensors_bytes(official),
+                                 "config.json": b'{"architecture": "%s"}' % model_name.split(".")[0].encode()})
+    name = f"timm:{model_name}"
+    spec = get_spec(name)
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    assert spec.mean == tuple(cfg.mean) and spec.input_size == cfg.input_size[-1] and spec.drop_path
+    model, _ = build_model(name, 3, weights=model_name.partition(".")[2])
+    assert_backbone_from_file(model.backbone.net.net, official, "", classifier)
+    assert_new_head(model, 3, official[sorted(classifier)[-1]])
+    # Backbone limits: a clip of the declared length at the declared size; frames are pooled.
+    model.eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 2, spec.input_size, spec.input_size)).shape == (1, 3)
+    stages = model.backbone.stage_modules()
+    assert list(stages) == list(spec.stages) and len([s for s in stages if s.startswith("stage")]) == 4
+    owned = [id(p) for m in stages.values() for p in m.parameters()]
+    assert sorted(owned) == sorted(id(p) for p in model.backbone.parameters())  # each in exactly one stage
+
+
+def test_timm_drop_path_reaches_the_model(homes: tuple[Path, Path]) -> None:
+    spec = get_spec("timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    net = spec.builder(drop_path=0.1).net
+    assert net.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+
+
+def test_timm_missing_weights_is_one_error_line(homes: tuple[Path, Path], capfd: pytest.CaptureFixture[str]) -> None:
+    _, hf_hub = homes
+    err = one_error_line(capfd, "weights", "fetch", "timm:resnet10t.c3_in1k")  # HF_HUB_OFFLINE=1
+    assert "timm/resnet10t.c3_in1k" in err
+    with pytest.raises(Exception) as e:
+        build_model("timm:resnet10t.c3_in1k", 3, weights="c3_in1k")
+    assert "Hugging Face repo timm/resnet10t.c3_in1k" in str(e.value)
+    assert str(hf_hub / "models--timm--resnet10t.c3_in1k" / "snapshots") in str(e.value)
+    assert "vtl weights fetch timm:resnet10t.c3_in1k" in str(e.value)
+    err = one_error_line(capfd, "train", "ws", "--backbone", "timm:resnet10t", "--strategy", "linear")
+    assert "name the pretrained weights too, timm:<model>.<tag> (e.g. timm:resnet10t." in err
+
+
+def test_weights_import_puts_a_safetensors_file_in_the_hf_cache(tmp_path: Path, homes: tuple[Path, Path]) -> None:
+    import timm
+    from conftest import invoke_vtl
+
+    _, hf_hub = homes
+    official = timm.create_model("resnet10t.c3_in1k", pretrained=False).state_dict()
+    src = tmp_path / "downloaded.safetensors"
+    src.write_bytes(safetensors_bytes(official))
+    invoke_vtl("weights", "import", src, "--backbone", "timm:resnet10t.c3_in1k", "--tag", "c3_in1k")
+    assert (hf_hub / "models--timm--resnet10t.c3_in1k" / "snapshots" / "main" / "model.safetensors").is_file()
+    model, _ = build_model("timm:resnet10t.c3_in1k", 3, weights="c3_in1k")
+    assert torch.equal(model.backbone.net.net.conv1[0].weight, official["conv1.0.weight"])
+
+
+# VideoMAE-base's config.json (MCG-NJU/videomae-base-finetuned-kinetics) shrunk to 2 layers of width 64,
+# 32 px and 4 frames, so that the test builds and runs it in a second.
+VIDEOMAE_CONFIG = {
+    "architectures": ["VideoMAEForVideoClassification"], "model_type": "videomae", "hidden_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "image_size": 32,
+    "patch_size": 16, "num_frames": 4, "tubelet_size": 2, "num_channels": 3, "qkv_bias": True,
+    "use_mean_pooling": True, "hidden_act": "gelu", "norm_pix_loss": True,
+    "id2label": {str(i): f"class{i}" for i in range(5)}, "label2id": {f"class{i}": i for i in range(5)},
+}
+
+
+@pytest.mark.parametrize("head", ["classification", "pretraining"])
+def test_videomae_loads_from_the_hf_cache(head: str, homes: tuple[Path, Path]) -> None:
+    import json
+
+    import transformers
+
+    _, hf_hub = homes
+    torch.manual_seed(0)
+    config = transformers.VideoMAEConfig(**VIDEOMAE_CONFIG)
+    if head == "classification":  # videomae-base-finetuned-kinetics: videomae.*, fc_norm.*, classifier.*
+        published = transformers.VideoMAEForVideoClassification(config)
+        source_head = {"fc_norm.weight", "fc_norm.bias", "classifier.weight", "classifier.bias"}
+    else:  # videomae-base (self-supervised): videomae.*, encoder_to_decoder, mask_token, decoder.*
+        config.use_mean_pooling = False
+        published = transformers.VideoMAEForPreTraining(config)
+        source_head = {k for k in published.state_dict() if not k.startswith("videomae.")}
+    official = published.state_dict()
+    repo = f"MCG-NJU/videomae-tiny-{head}"
+    write_hf_repo(hf_hub, repo, {"config.json": json.dumps(config.to_dict()).encode(),
+                                 "model.safetensors": safetensors_bytes(official)})
+    model, spec = build_model(f"hf:{repo}", 3, weights="hub")
+    assert (spec.clip_len, spec.input_size, spec.fixed_size, spec.fixed_clip_len) == (4, 32, True, True)
+    assert spec.stages == ("stem", "stage1", "stage2") + (() if head == "classification" else ("head",))
+    ours = model.backbone.net.state_dict()
+    assert set(ours) == {k.removeprefix("videomae.") for k in official if k not in source_head}
+    for k, v in ours.items():
+        assert torch.equal(v, official["videomae." + k]), k
+    assert source_head and not (source_head & {"videomae." + k for k in ours})  # the source head is not used
+    model.eval()
+    with torch.inference_mode():  # backbone limits: the declared clip length and size
+        assert model(torch.randn(2, 3, spec.clip_len, spec.input_size, spec.input_size)).shape == (2, 3)
+    stages = model.backbone.stage_modules()
+    assert sorted(id(p) for m in stages.values() for p in m.parameters()) == sorted(
+        id(p) for p in model.backbone.parameters())
+
+
+def test_videomae_without_its_config_is_one_error_line(homes: tuple[Path, Path], tiny_dataset: Path, tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    _, hf_hub = homes
+    err = one_error_line(capfd, "weights", "fetch", "hf:MCG-NJU/videomae-base")
+    assert "MCG-NJU/videomae-base" in err
+    with pytest.raises(Exception) as e:
+        get_spec("hf:MCG-NJU/videomae-base")
+    assert str(hf_hub / "models--MCG-NJU--videomae-base") in str(e.value) and "config.json" in str(e.value)

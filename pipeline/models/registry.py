@@ -133,6 +133,17 @@ def get_spec(name: str) -> BackboneSpec:
     return REGISTRY[name]
 
 
+def split_name_tag(name_tag: str) -> tuple[str, str]:
+    """``NAME[:TAG]`` → (name, tag or ""); a family's name keeps its prefix:
+    ``timm:convnext_tiny.fb_in22k:fb_in22k`` → (``timm:convnext_tiny.fb_in22k``, ``fb_in22k``)."""
+    _load_builtin()
+    first, _, rest = name_tag.partition(":")
+    if first in FAMILIES:
+        name, _, tag = rest.partition(":")
+        return f"{first}:{name}", tag
+    return first, rest
+
+
 def list_specs(kind: str | None = None) -> list[BackboneSpec]:
     """Registered specs; ``kind`` ``image`` is an alias of ``frame`` (frame networks classify images)."""
     _load_builtin()

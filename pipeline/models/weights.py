@@ -40,7 +40,14 @@ from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint, is_checkpoint, load_torch_file
 from pipeline.models.factory import build_backbone
 from pipeline.models.hfcache import CONFIG, hf_cache_dir, hf_file, hf_snapshot, require
-from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, check_state_fits, get_spec
+from pipeline.models.registry import (
+    Backbone,
+    BackboneSpec,
+    WeightTag,
+    check_state_fits,
+    get_spec,
+    split_name_tag,
+)
 from pipeline.progress import echo
 
 # Containers other training code wraps a state dict in (pytorchvideo/SlowFast: model_state).
@@ -235,10 +242,9 @@ def fetch(name_tag: str) -> Path:
 
 def _fetch_hf_config(name_tag: str) -> None:
     """``hf:<repo>`` backbones are specified by the repository's config.json: fetch it first."""
-    name = name_tag.rsplit(":", 1)[0] if name_tag.count(":") > 1 else name_tag
-    prefix, _, repo = name.partition(":")
+    prefix, _, repo = split_name_tag(name_tag)[0].partition(":")
     if prefix == "hf" and not (hf_snapshot(repo) / CONFIG).is_file():
-        _hf_download(repo, CONFIG, name)
+        _hf_download(repo, CONFIG, f"copy it to {hf_snapshot(repo) / CONFIG}")
 
 
 def _fetch_hf(spec: BackboneSpec, tag: WeightTag) -> Path:
@@ -250,7 +256,9 @@ def _fetch_hf(spec: BackboneSpec, tag: WeightTag) -> Path:
     hub = require("huggingface_hub")
     for i, filename in enumerate(tag.hf_files):
         try:
-            return _hf_download(tag.hf_repo, filename, f"{spec.name}:{tag.tag}")
+            return _hf_download(tag.hf_repo, filename,
+                                f"`vtl weights import FILE --backbone {spec.name} --tag {tag.tag}` "
+                                f"(cache: {hf_snapshot(tag.hf_repo)})")
         except hub.errors.EntryNotFoundError:
             if i == len(tag.hf_files) - 1:
                 raise UserError(f"the Hugging Face repo {tag.hf_repo} has none of {', '.join(tag.hf_files)}"
@@ -258,17 +266,16 @@ def _fetch_hf(spec: BackboneSpec, tag: WeightTag) -> Path:
     raise AssertionError("unreachable")
 
 
-def _hf_download(repo: str, filename: str, what: str) -> Path:
+def _hf_download(repo: str, filename: str, offline_hint: str) -> Path:
     hub = require("huggingface_hub")
     try:
         return Path(hub.hf_hub_download(repo, filename, cache_dir=hf_cache_dir()))
-    except hub.errors.EntryNotFoundError:
-        raise
     except Exception as e:  # offline, unknown repo, gated…
+        if isinstance(e, hub.errors.EntryNotFoundError) and not isinstance(e, hub.errors.LocalEntryNotFoundError):
+            raise  # the repo has no such file: the caller tries the next name
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise UserError(f"could not download {filename} of the Hugging Face repo {repo} ({reason}); offline, "
-                        f"download it elsewhere and `vtl weights import FILE --backbone {what.rsplit(':', 1)[0]}"
-                        f" --tag {what.rsplit(':', 1)[-1]}` (cache: {hf_snapshot(repo)})") from None
+                        f"download it elsewhere and {offline_hint}") from None
 
 
 def import_file(src: Path, backbone: str, tag_name: str) -> Path:
@@ -316,7 +323,7 @@ def _check_fits_on_meta(spec: BackboneSpec, state: dict, src: Path) -> None:
 
 
 def parse_name_tag(name_tag: str) -> tuple[BackboneSpec, WeightTag]:
-    name, _, tag_name = name_tag.partition(":")
+    name, tag_name = split_name_tag(name_tag)
     spec = get_spec(name)
     if not tag_name:
         if not spec.weights:
