@@ -325,3 +325,32 @@ def test_benchmark_ranks_the_three_lite_sources_on_dog_photos(shared_data: Path,
     for s in ("lite0", "lite1", "lite2"):  # real ImageNet features beat a network trained from scratch
         assert ranked[s]["beats_best_scratch"] is True, ranked[s]
     assert -1.0 <= summary["kendall_tau"]["logme"] <= 1.0
+
+
+def test_backbones_and_weights_list_show_the_new_sources(homes: tuple[Path, Path]) -> None:
+    import json
+
+    import timm
+    from conftest import invoke_vtl
+
+    hub, hf_hub = homes
+    torch.save({}, hub / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth")
+    official = timm.create_model("resnet10t.c3_in1k", pretrained=False).state_dict()
+    timm_snapshot = write_hf_repo(hf_hub, "timm/resnet10t.c3_in1k", {"model.safetensors": safetensors_bytes(official)})
+    write_hf_repo(hf_hub, "MCG-NJU/videomae-tiny", {"config.json": json.dumps(VIDEOMAE_CONFIG).encode()})
+
+    rows = {line.split()[0]: line for line in invoke_vtl("backbones").output.splitlines()[1:]}
+    assert rows["efficientnet_lite1"].endswith("imagenet1k*") and rows["efficientnet_lite2"].endswith("imagenet1k*")
+    assert rows["resnet50"].endswith("imagenet1k, places365")
+    assert rows["r2plus1d_34"].endswith("kinetics400, kinetics400_clip32, ig65m*, ig65m_clip32")
+    assert rows["timm:resnet10t.c3_in1k"].split()[1:5] == ["frame", "512", "8", "176"]
+    assert rows["timm:resnet10t.c3_in1k"].endswith("c3_in1k*")
+    assert rows["hf:MCG-NJU/videomae-tiny"].split()[1:5] == ["video", "64", "4", "32"]
+    assert rows["hf:MCG-NJU/videomae-tiny"].endswith("hub")  # config here, weights not
+    assert "timm:<model>.<pretrained" in rows and "hf:<repo" in rows
+
+    listing = invoke_vtl("weights", "list").output
+    assert f"timm:resnet10t.c3_in1k:c3_in1k\tc3_in1k\t{timm_snapshot / 'model.safetensors'}" in listing
+    assert "resnet18:places365\tplaces365\tmissing (expected at " in listing
+    assert f"r2plus1d_34:ig65m\tig65m\t{hub / 'r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth'}" in listing
+    assert "hf:MCG-NJU/videomae-tiny:hub\tMCG-NJU/videomae-tiny\tmissing (expected at " in listing

@@ -43,6 +43,15 @@ def hf_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
     return next((snapshot / f for f in filenames if (snapshot / f).is_file()), None)
 
 
+def cached_repos(org: str | None = None) -> list[str]:
+    """The repo ids in the cache (``ORG/NAME``), only ``org``'s when given, sorted."""
+    root = hf_cache_dir()
+    if not root.is_dir():
+        return []
+    repos = [d.name[len("models--"):].replace("--", "/", 1) for d in root.glob("models--*--*") if d.is_dir()]
+    return sorted(r for r in repos if org is None or r.startswith(org + "/"))
+
+
 def require(module: str, extra: str = "hub") -> ModuleType:
     """Import an optional package, or one error line naming the extra that installs it."""
     try:

@@ -100,10 +100,22 @@ class BackboneSpec:
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
-# Families named by a prefix (``timm:<model>``, ``hf:<repo id>``): prefix → the function that makes
-# the spec of one name (without the prefix). Specs made so are kept in _BY_PREFIX.
-FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {}
-_BY_PREFIX: dict[str, BackboneSpec] = {}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Backbones named ``<prefix>:<name>`` (``timm:<model>.<tag>``, ``hf:<repo id>``), specified on first
+    use by ``make_spec(name)``; ``cached()`` lists the names whose files are on this machine."""
+
+    prefix: str
+    kind: str
+    usage: str  # how to name one, e.g. "timm:<model>.<pretrained tag>"
+    make_spec: Callable[[str], BackboneSpec]
+    cached: Callable[[], list[str]]
+
+
+FAMILIES: dict[str, Family] = {}
+_BY_PREFIX: dict[str, BackboneSpec] = {}  # the specs made so far
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:
@@ -113,9 +125,8 @@ def register(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-def register_family(prefix: str, make_spec: Callable[[str], BackboneSpec]) -> None:
-    """Backbones named ``<prefix>:<anything>``, specified on first use by ``make_spec(anything)``."""
-    FAMILIES[prefix] = make_spec
+def register_family(family: Family) -> None:
+    FAMILIES[family.prefix] = family
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -123,13 +134,13 @@ def get_spec(name: str) -> BackboneSpec:
     prefix, sep, rest = name.partition(":")
     if sep and prefix in FAMILIES:
         if name not in _BY_PREFIX:
-            _BY_PREFIX[name] = FAMILIES[prefix](rest)
+            _BY_PREFIX[name] = FAMILIES[prefix].make_spec(rest)
         return _BY_PREFIX[name]
     if name not in REGISTRY:
         close = get_close_matches(name, REGISTRY, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"unknown backbone {name!r}{hint}; `vtl backbones` lists them "
-                        f"({', '.join(p + ':<name>' for p in FAMILIES)} take models by name)")
+                        f"({', '.join(f.usage for f in FAMILIES.values())} take models by name)")
     return REGISTRY[name]
 
 
@@ -150,6 +161,26 @@ def list_specs(kind: str | None = None) -> list[BackboneSpec]:
     if kind == "image":
         kind = "frame"
     return [s for s in REGISTRY.values() if kind is None or s.kind == kind]
+
+
+def list_families(kind: str | None = None) -> list[Family]:
+    _load_builtin()
+    if kind == "image":
+        kind = "frame"
+    return [f for f in FAMILIES.values() if kind is None or f.kind == kind]
+
+
+def cached_family_specs(kind: str | None = None) -> list[BackboneSpec]:
+    """The specs of the family members whose files are in the local cache (``vtl backbones``); one
+    that cannot be specified here (its package is missing, a damaged config) is left out."""
+    specs = []
+    for family in list_families(kind):
+        for name in family.cached():
+            try:
+                specs.append(get_spec(f"{family.prefix}:{name}"))
+            except UserError:
+                continue
+    return specs
 
 
 def _load_builtin() -> None:

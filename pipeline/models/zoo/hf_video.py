@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.models.hfcache import CONFIG, hf_snapshot, require
-from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, load_checked, register_family
+from pipeline.models.hfcache import CONFIG, cached_repos, hf_snapshot, require
+from pipeline.models.registry import Backbone, BackboneSpec, Family, WeightTag, load_checked, register_family
 
 PREFIX = "hf"
 TAG = "hub"
@@ -104,4 +104,13 @@ def make_spec(repo: str) -> BackboneSpec:
     )
 
 
-register_family(PREFIX, make_spec)
+def _cached() -> list[str]:
+    """Cached repos whose config says VideoMAE."""
+    def is_videomae(repo: str) -> bool:
+        config = hf_snapshot(repo) / CONFIG
+        return config.is_file() and '"videomae"' in config.read_text().replace(" ", "")
+
+    return [repo for repo in cached_repos() if is_videomae(repo)]
+
+
+register_family(Family(PREFIX, "video", f"{PREFIX}:<repo id> (VideoMAE)", make_spec, _cached))

@@ -20,8 +20,16 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.models.hfcache import require
-from pipeline.models.registry import Backbone, BackboneSpec, StageGroup, WeightTag, load_checked, register_family
+from pipeline.models.hfcache import cached_repos, require
+from pipeline.models.registry import (
+    Backbone,
+    BackboneSpec,
+    Family,
+    StageGroup,
+    WeightTag,
+    load_checked,
+    register_family,
+)
 
 PREFIX = "timm"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a repo, in its order
@@ -130,4 +138,8 @@ def make_spec(model_name: str) -> BackboneSpec:
     )
 
 
-register_family(PREFIX, make_spec)
+def _cached() -> list[str]:
+    return [repo.partition("/")[2] for repo in cached_repos("timm")]
+
+
+register_family(Family(PREFIX, "frame", f"{PREFIX}:<model>.<pretrained tag>", make_spec, _cached))
