@@ -354,3 +354,17 @@ def test_backbones_and_weights_list_show_the_new_sources(homes: tuple[Path, Path
     assert "resnet18:places365\tplaces365\tmissing (expected at " in listing
     assert f"r2plus1d_34:ig65m\tig65m\t{hub / 'r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth'}" in listing
     assert "hf:MCG-NJU/videomae-tiny:hub\tMCG-NJU/videomae-tiny\tmissing (expected at " in listing
+
+
+def test_run_and_feature_folders_of_prefixed_backbones_are_flat(homes: tuple[Path, Path]) -> None:
+    """``hf:ORG/NAME`` and ``timm:`` names become one folder name each, not nested folders."""
+    import json
+
+    from pipeline.data.cache import feature_key
+    from pipeline.engine.config import TrainConfig
+
+    _, hf_hub = homes
+    write_hf_repo(hf_hub, "MCG-NJU/videomae-tiny", {"config.json": json.dumps(VIDEOMAE_CONFIG).encode()})
+    cfg = TrainConfig(backbone="hf:MCG-NJU/videomae-tiny", strategy="linear")
+    assert cfg.run_name == "hf_MCG-NJU_videomae-tiny-linear"
+    assert feature_key(cfg.backbone, "hub", "avg", "uniform-t4", 32) == "hf_MCG-NJU_videomae-tiny@hub@avg@uniform-t4@32"
