@@ -37,8 +37,7 @@ SPECS = {s.name: s for s in list_specs()}
 SMALLER_CROP = {"vgg16_bn": 112, "s3d": 64, "swin3d_t": 64, "swin3d_s": 64, "swin3d_b": 64, "csn_r101": 112,
                 "r2plus1d_r50": 112, "x3d_l": 160, "x3d_m": 160, "slowfast_r50": 112}
 SLOW = {"vgg16_bn", "s3d", "swin3d_t", "swin3d_s", "swin3d_b", "csn_r101", "r2plus1d_r50", "x3d_l", "mvit_v1_b",
-        "mvit_v2_s", "vit_b_16", "slowfast_r50", "inception_v3", "efficientnet_b0", "resnet50", "x3d_m",
-        "efficientnet_lite1", "efficientnet_lite2", "r2plus1d_34"}
+        "mvit_v2_s", "vit_b_16", "slowfast_r50", "inception_v3", "efficientnet_b0", "resnet50", "x3d_m"}
 # What an official file has that our backbones do not: the source classifier and training-only aux heads.
 CLASSIFIER_KEY = re.compile(r"^(fc|classifier|head|heads|aux1|aux2|AuxLogits)\.|^blocks\.\d+\.proj\.|^_fc\.")
 
