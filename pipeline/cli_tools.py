@@ -111,16 +111,20 @@ def backbones(kind: str | None, long_: bool) -> None:
 
     Example: vtl backbones --kind video --long
     """
-    from pipeline.models.registry import list_specs
+    from pipeline.models.hfcache import hf_cache_dir
+    from pipeline.models.registry import cached_family_specs, list_families, list_specs
     from pipeline.models.weights import local_path
 
-    specs = list_specs("frame" if kind == "image" else kind)
-    click.echo(f"{'name':<22}{'kind':<7}{'dim':>6}  {'clip':>4}  {'size':>4}  weights (* = on this machine)")
+    specs = list_specs("frame" if kind == "image" else kind) + cached_family_specs(kind)
+    w = max([22, *(len(s.name) + 2 for s in specs)])
+    click.echo(f"{'name':<{w}}{'kind':<7}{'dim':>6}  {'clip':>4}  {'size':>4}  weights (* = on this machine)")
     for s in specs:
-        tags = ", ".join(t + ("*" if local_path(w) else "") for t, w in s.weights.items()) or "-"
-        click.echo(f"{s.name:<22}{s.kind:<7}{s.feature_dim:>6}  {s.clip_len:>4}  {s.input_size:>4}  {tags}")
+        tags = ", ".join(t + ("*" if local_path(t_) else "") for t, t_ in s.weights.items()) or "-"
+        click.echo(f"{s.name:<{w}}{s.kind:<7}{s.feature_dim:>6}  {s.clip_len:>4}  {s.input_size:>4}  {tags}")
         if long_:
-            click.echo(f"{'':<22}{s.family}: {s.description or '-'}")
+            click.echo(f"{'':<{w}}{s.family}: {s.description or '-'}")
+    for f in list_families(kind):  # families named by a prefix: any model, listed above once cached
+        click.echo(f"{f.usage}  {f.kind}: any model by name; listed above once in {hf_cache_dir()}")
 
 
 @click.group()
@@ -131,10 +135,10 @@ def weights() -> None:
 @weights.command("list")
 def weights_list() -> None:
     """Every weight tag, its source dataset and where it is (or should be) on disk."""
-    from pipeline.models.registry import list_specs
+    from pipeline.models.registry import cached_family_specs, list_specs
     from pipeline.models.weights import cache_path, local_path
 
-    for s in list_specs():
+    for s in list_specs() + cached_family_specs():
         for tag, w in s.weights.items():
             here = local_path(w)
             where = str(here) if here else f"missing (expected at {cache_path(w)})"

@@ -13,6 +13,7 @@ import csv
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -134,3 +135,9 @@ def iter_csv(path: Path, required: Sequence[str] = ()) -> Iterator[dict[str, str
 def read_csv(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
     """Every row of :func:`iter_csv`."""
     return list(iter_csv(path, required))
+
+
+def path_safe(name: str) -> str:
+    """A backbone name as part of a file or folder name: ``hf:MCG-NJU/videomae-base`` →
+    ``hf_MCG-NJU_videomae-base`` (built-in names are unchanged)."""
+    return re.sub(r"[:/\\]", "_", name)

@@ -18,9 +18,13 @@ from pipeline.models.registry import list_specs
 #   another architecture, e.g. 2D ImageNet ResNet-18 inflated into r3d_18, keep their publisher's numbers);
 # - PyTorchVideo's model zoo (its hub tutorial and slowfast configs): mean 0.45, std 0.225 on every channel;
 # - EfficientNet-Lite (tensorflow/tpu efficientnet/lite: MEAN_RGB 127.0, STDDEV_RGB 128.0 on 0-255
-#   pixels, i.e. about 0.5 and 0.5 on 0-1 pixels).
+#   pixels, i.e. about 0.5 and 0.5 on 0-1 pixels);
+# - Places365 (CSAIL's run_placesCNN_basic.py normalises with ImageNet mean/std);
+# - IG-65M / VMZ R(2+1)D-34 (moabitcoin/ig65m-pytorch's README: Kinetics mean/std).
 PYTORCHVIDEO = ((0.45,) * 3, (0.225,) * 3)
 EFFICIENTNET_LITE = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)
+PLACES365 = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IG65M = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
 
 
 def _torchvision_by_url() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
@@ -40,6 +44,10 @@ def _publisher(spec, tag, torchvision: dict) -> tuple[tuple[float, ...], tuple[f
         return PYTORCHVIDEO
     if spec.name.startswith("efficientnet_lite"):
         return EFFICIENTNET_LITE
+    if "csail.mit.edu" in (tag.url or ""):
+        return PLACES365
+    if "ig65m-pytorch" in (tag.url or ""):
+        return IG65M
     raise AssertionError(f"{spec.name}:{tag.tag}: no known publisher normalisation to check it against")
 
 

@@ -44,10 +44,13 @@ CLASSIFIER_KEY = re.compile(r"^(fc|classifier|head|heads|aux1|aux2|AuxLogits)\.|
 EXPECTED = {  # the issue's list: every one of these must be registered
     "video": {"r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b",
               "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "slow_r50", "slowfast_r50", "i3d_r50", "c2d_r50", "csn_r101",
-              "r2plus1d_r50"},
+              "r2plus1d_r50", "r2plus1d_34"},
     "frame": {"resnet18", "resnet50", "vgg16_bn", "googlenet", "inception_v3", "efficientnet_b0",
-              "mobilenet_v3_large", "convnext_tiny", "vit_b_16", "efficientnet_lite0"},
+              "mobilenet_v3_large", "convnext_tiny", "vit_b_16", "efficientnet_lite0", "efficientnet_lite1",
+              "efficientnet_lite2"},
 }
+# Every tag's source dataset (the tag names of a backbone may be more specific, e.g. ig65m_clip32).
+SOURCES = {"imagenet1k", "kinetics400", "places365", "ig65m"}
 
 
 def test_registry_holds_the_catalogue() -> None:
@@ -56,7 +59,7 @@ def test_registry_holds_the_catalogue() -> None:
     assert {s.name for s in list_specs("image")} == EXPECTED["frame"]
     for spec in SPECS.values():
         assert spec.weights, spec.name
-        assert set(spec.weights) <= {"imagenet1k", "kinetics400"}
+        assert {t.source for t in spec.weights.values()} <= SOURCES
         assert spec.clip_len >= spec.min_clip_len and spec.input_size >= spec.min_input_size
         expected_tag = "imagenet1k" if spec.kind == "frame" else "kinetics400"
         assert next(iter(spec.weights)) == expected_tag  # the default tag of pretrained strategies
@@ -74,6 +77,11 @@ def _official_state(name: str) -> tuple[dict[str, torch.Tensor], bool]:
             from pytorchvideo.models import hub
 
             model = getattr(hub, name)(pretrained=False)
+        elif name == "r2plus1d_34":  # the Caffe2 conversion: see tests/test_sources.py for its layout
+            from pipeline.models.zoo.torchvision_video import r2plus1d_34
+
+            model = r2plus1d_34()
+            model.fc = nn.Linear(512, 400)
         elif spec.kind == "video":
             model = getattr(tvv, name)(weights=None)
         else:
@@ -89,9 +97,10 @@ def _official_state(name: str) -> tuple[dict[str, torch.Tensor], bool]:
 def _check_roundtrip(name: str, backbone: nn.Module, torch_home: Path) -> None:
     spec = SPECS[name]
     inner = backbone.net if spec.kind == "frame" else backbone  # FramePooling → the frame network
-    if spec.name == "efficientnet_lite0":  # packaged: the real ImageNet file, no cache involved
-        apply_weights(backbone, spec, "imagenet1k")
-        official = load_torch_file(spec.weights["imagenet1k"].packaged())
+    packaged = next((t for t in spec.weights.values() if t.packaged is not None), None)
+    if packaged is not None:  # the real ImageNet file of an installed package, no cache involved
+        apply_weights(backbone, spec, packaged.tag)
+        official = load_torch_file(packaged.packaged())
     else:
         tag = next(t for t in spec.weights.values() if t.loader is None)
         official, wrapped = _official_state(name)

@@ -29,6 +29,11 @@ torch.set_num_threads(2)
 
 R3D_URL = "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+_IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0/r2plus1d_34_clip"
+IG65M = {"ig65m": f"{_IG65M}8_ig65m_from_scratch-9bae36ae.pth",
+         "ig65m_clip32": f"{_IG65M}32_ig65m_from_scratch-449a7af9.pth",
+         "kinetics400": f"{_IG65M}8_ft_kinetics_from_ig65m-0aa0550b.pth",
+         "kinetics400_clip32": f"{_IG65M}32_ft_kinetics_from_ig65m-ade133f1.pth"}
 
 
 @pytest.fixture
@@ -82,6 +87,10 @@ def test_urls_are_the_upstream_ones() -> None:
                 continue
             if tag.loader is not None:  # inflation: the 2D resnet18 file
                 assert tag.url == RESNET18_URL == torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+            elif tag.tag == "places365":  # the CSAIL release (CSAILVision/places365)
+                assert tag.url == f"http://places2.csail.mit.edu/models_places365/{spec.name}_places365.pth.tar"
+            elif spec.family == "vmz":  # moabitcoin/ig65m-pytorch's release
+                assert tag.url == IG65M[tag.tag], tag.tag
             elif spec.family == "pytorchvideo":
                 assert tag.url == pv[spec.name]
             else:
@@ -247,7 +256,7 @@ def test_unusable_files(tmp_path: Path, payload, fragment: str) -> None:
 
 
 def test_unknown_tag_or_path(hub: Path) -> None:
-    with pytest.raises(UserError, match=r"neither a tag of resnet18 \(none, imagenet1k\) nor an existing file"):
+    with pytest.raises(UserError, match=r"neither a tag of resnet18 \(none, imagenet1k, places365\) nor an existing"):
         build_model("resnet18", 3, weights="kinetics400")
 
 
@@ -324,9 +333,10 @@ def test_backbones_and_weights_list_commands(hub: Path) -> None:
 
     torch.save({"w": torch.zeros(1)}, hub / "resnet18-f37072fd.pth")
     out = invoke_vtl("backbones", "--kind", "image").output
-    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if "any model by name" not in line}
     assert set(rows) == {s.name for s in list_specs("frame")}
-    assert rows["resnet18"].split()[1:5] == ["frame", "512", "8", "224"] and rows["resnet18"].endswith("imagenet1k*")
+    assert rows["resnet18"].split()[1:5] == ["frame", "512", "8", "224"]
+    assert rows["resnet18"].endswith("imagenet1k*, places365")
     assert rows["efficientnet_lite0"].endswith("imagenet1k*")  # packaged
     assert rows["vgg16_bn"].endswith("imagenet1k")
     video = invoke_vtl("backbones", "--kind", "video").output

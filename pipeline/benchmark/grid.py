@@ -25,6 +25,7 @@ from pipeline.benchmark.sources import Source, SourcesFile
 from pipeline.choices import SCRATCH
 from pipeline.engine.config import SPEED_OPTIONS, TrainConfig
 from pipeline.errors import UserError
+from pipeline.files import path_safe
 from pipeline.progress import warn
 from pipeline.workspace import BENCHMARK_RUN_PREFIX, Workspace
 
@@ -49,7 +50,7 @@ class Cell:
 
     @property
     def run(self) -> str:
-        head = f"{self.backbone}-{SCRATCH}" if self.strategy == SCRATCH else f"{self.source}-{self.strategy}"
+        head = f"{path_safe(self.backbone)}-{SCRATCH}" if self.strategy == SCRATCH else f"{self.source}-{self.strategy}"
         tail = "" if self.lr_factor == 1.0 else f"-lr{self.lr_factor:.3g}x"
         return f"{BENCHMARK_RUN_PREFIX}{head}-f{self.fraction:g}-s{self.seed}{tail}"
 

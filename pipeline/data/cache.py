@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.files import atomic_write, write_json
+from pipeline.files import atomic_write, path_safe, write_json
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -110,4 +110,4 @@ def feature_key(backbone: str, weights: str, temporal: str, sampling: str, size:
     w = weights
     if Path(weights).is_file():  # a user's checkpoint: key by content, not by path
         w = "file-" + hashlib.blake2b(Path(weights).read_bytes(), digest_size=6).hexdigest()
-    return f"{backbone}@{w}@{temporal}@{sampling}@{size}"
+    return f"{path_safe(backbone)}@{w}@{temporal}@{sampling}@{size}"

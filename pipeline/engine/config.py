@@ -23,6 +23,7 @@ from pipeline.choices import (
 from pipeline.data.splits import SPLITS
 from pipeline.data.timeline import BACKGROUND
 from pipeline.errors import UserError
+from pipeline.files import path_safe
 from pipeline.options import check_choices, option
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{self.backbone}-{self.strategy}"
+        return self.name or f"{path_safe(self.backbone)}-{self.strategy}"
 
     @property
     def size(self) -> int:

@@ -41,6 +41,8 @@ class WeightTag:
     path of weights shipped inside an installed package (no download at all).
     ``loader``, when set, replaces the plain convert-and-load path: it receives
     the backbone and the file's raw state dict (e.g. 2D→3D inflation).
+    ``hf_repo``: the weights live in a Hugging Face hub repository instead (timm, transformers);
+    they are looked up in the Hugging Face cache as the first of ``hf_files`` found there.
     """
 
     tag: str
@@ -54,6 +56,8 @@ class WeightTag:
     # (2D ImageNet weights inflated into a Kinetics architecture): see BackboneSpec.normalization.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    hf_repo: str | None = None
+    hf_files: tuple[str, ...] = ()
 
     @property
     def filename(self) -> str | None:
@@ -79,7 +83,7 @@ class BackboneSpec:
     clip_len: int  # default frames per clip
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    builder: Callable[[], nn.Module]
+    builder: Callable[..., nn.Module]
     weights: dict[str, WeightTag] = field(default_factory=dict)
     # How a weights file's keys map onto the backbone module (state dict → state dict).
     convert_state: Callable[[dict], dict] | None = None
@@ -108,6 +112,22 @@ class BackboneSpec:
 REGISTRY: dict[str, BackboneSpec] = {}
 
 
+@dataclass(frozen=True)
+class Family:
+    """Backbones named ``<prefix>:<name>`` (``timm:<model>.<tag>``, ``hf:<repo id>``), specified on first
+    use by ``make_spec(name)``; ``cached()`` lists the names whose files are on this machine."""
+
+    prefix: str
+    kind: str
+    usage: str  # how to name one, e.g. "timm:<model>.<pretrained tag>"
+    make_spec: Callable[[str], BackboneSpec]
+    cached: Callable[[], list[str]]
+
+
+FAMILIES: dict[str, Family] = {}
+_BY_PREFIX: dict[str, BackboneSpec] = {}  # the specs made so far
+
+
 def register(spec: BackboneSpec) -> BackboneSpec:
     if spec.name in REGISTRY:
         raise ValueError(f"backbone {spec.name} registered twice")
@@ -115,13 +135,34 @@ def register(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
+def register_family(family: Family) -> None:
+    FAMILIES[family.prefix] = family
+
+
 def get_spec(name: str) -> BackboneSpec:
     _load_builtin()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in FAMILIES:
+        if name not in _BY_PREFIX:
+            _BY_PREFIX[name] = FAMILIES[prefix].make_spec(rest)
+        return _BY_PREFIX[name]
     if name not in REGISTRY:
         close = get_close_matches(name, REGISTRY, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unknown backbone {name!r}{hint}; `vtl backbones` lists them")
+        raise UserError(f"unknown backbone {name!r}{hint}; `vtl backbones` lists them "
+                        f"({', '.join(f.usage for f in FAMILIES.values())} take models by name)")
     return REGISTRY[name]
+
+
+def split_name_tag(name_tag: str) -> tuple[str, str]:
+    """``NAME[:TAG]`` → (name, tag or ""); a family's name keeps its prefix:
+    ``timm:convnext_tiny.fb_in22k:fb_in22k`` → (``timm:convnext_tiny.fb_in22k``, ``fb_in22k``)."""
+    _load_builtin()
+    first, _, rest = name_tag.partition(":")
+    if first in FAMILIES:
+        name, _, tag = rest.partition(":")
+        return f"{first}:{name}", tag
+    return first, rest
 
 
 def list_specs(kind: str | None = None) -> list[BackboneSpec]:
@@ -130,6 +171,26 @@ def list_specs(kind: str | None = None) -> list[BackboneSpec]:
     if kind == "image":
         kind = "frame"
     return [s for s in REGISTRY.values() if kind is None or s.kind == kind]
+
+
+def list_families(kind: str | None = None) -> list[Family]:
+    _load_builtin()
+    if kind == "image":
+        kind = "frame"
+    return [f for f in FAMILIES.values() if kind is None or f.kind == kind]
+
+
+def cached_family_specs(kind: str | None = None) -> list[BackboneSpec]:
+    """The specs of the family members whose files are in the local cache (``vtl backbones``); one
+    that cannot be specified here (its package is missing, a damaged config) is left out."""
+    specs = []
+    for family in list_families(kind):
+        for name in family.cached():
+            try:
+                specs.append(get_spec(f"{family.prefix}:{name}"))
+            except UserError:
+                continue
+    return specs
 
 
 def _load_builtin() -> None:

@@ -6,7 +6,10 @@ A ``--weights`` value is, in this order of lookup:
 2. a tag of the backbone (``imagenet1k``, ``kinetics400``…), found as
    a. the file shipped inside an installed package, or
    b. the torch hub cache: ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``
-      (where ``torch.hub`` and ``vtl weights fetch`` put downloads);
+      (where ``torch.hub`` and ``vtl weights fetch`` put downloads), or
+   c. for a Hugging Face repository (``timm:``, ``hf:`` backbones), the Hugging Face cache:
+      ``$HF_HOME/hub/models--ORG--NAME/snapshots/<refs/main>/<file>`` (where ``huggingface_hub``
+      and ``vtl weights fetch`` put downloads);
 3. a path to a file: raw weights for this backbone (official format or a plain
    state dict), or a checkpoint written by ``vtl train`` (how users transfer from
    their own *source* datasets: only its backbone part is used, so the source's
@@ -36,7 +39,15 @@ import torch
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import Checkpoint, is_checkpoint, load_torch_file
 from pipeline.models.factory import build_backbone
-from pipeline.models.registry import Backbone, BackboneSpec, WeightTag, check_state_fits, get_spec
+from pipeline.models.hfcache import CONFIG, hf_cache_dir, hf_file, hf_snapshot, require
+from pipeline.models.registry import (
+    Backbone,
+    BackboneSpec,
+    WeightTag,
+    check_state_fits,
+    get_spec,
+    split_name_tag,
+)
 from pipeline.progress import echo
 
 # Containers other training code wraps a state dict in (pytorchvideo/SlowFast: model_state).
@@ -48,11 +59,15 @@ def hub_cache_dir() -> Path:
 
 
 def cache_path(tag: WeightTag) -> Path | None:
+    if tag.hf_repo:
+        return hf_snapshot(tag.hf_repo) / tag.hf_files[0]
     return hub_cache_dir() / tag.filename if tag.filename else None
 
 
 def local_path(tag: WeightTag) -> Path | None:
-    """Where this tag's file is on this machine (packaged file first, then the hub cache), or None."""
+    """Where this tag's file is on this machine (packaged file first, then the hub caches), or None."""
+    if tag.hf_repo:
+        return hf_file(tag.hf_repo, tag.hf_files)
     if tag.packaged is not None:
         try:
             p = tag.packaged()
@@ -66,6 +81,11 @@ def local_path(tag: WeightTag) -> Path | None:
 
 def missing_message(spec: BackboneSpec, tag: WeightTag) -> str:
     where = cache_path(tag)
+    if tag.hf_repo:
+        return (f"weights {spec.name}:{tag.tag} are not on this machine and vtl does not download during a run: "
+                f"run `vtl weights fetch {spec.name}:{tag.tag}` where there is internet, or download "
+                f"{' or '.join(tag.hf_files)} of the Hugging Face repo {tag.hf_repo} and "
+                f"`vtl weights import FILE --backbone {spec.name} --tag {tag.tag}` (expected at {where})")
     if tag.url is None:
         return (f"weights {spec.name}:{tag.tag} ship in a package that is not installed here "
                 f"({tag.note or 'reinstall vtl'})")
@@ -89,6 +109,18 @@ def resolve(spec: BackboneSpec, weights: str) -> Path | None:
         return path
     tags = ", ".join(["none", *spec.weights])
     raise UserError(f"--weights {weights!r} is neither a tag of {spec.name} ({tags}) nor an existing file")
+
+
+def read_file(path: Path) -> Any:
+    """A weights file's contents: a ``.safetensors`` file (Hugging Face), else ``torch.load`` with
+    ``weights_only=True``."""
+    if path.suffix != ".safetensors":
+        return load_torch_file(path)
+    st = require("safetensors.torch")
+    try:
+        return st.load_file(str(path))
+    except Exception as e:
+        raise UserError(f"cannot read weights file {path}: {str(e).splitlines()[0][:200]}") from None
 
 
 def unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -123,7 +155,7 @@ def apply_weights(backbone: Backbone, spec: BackboneSpec, weights: str) -> None:
     path = resolve(spec, weights)
     if path is None:
         return
-    obj = load_torch_file(path)
+    obj = read_file(path)
     if is_checkpoint(obj):
         load_checkpoint_backbone(backbone, Checkpoint.from_contents(obj, path), spec, path)
         return
@@ -175,8 +207,11 @@ def verify_hash(path: Path, tag: WeightTag, what: str) -> None:
 
 def fetch(name_tag: str) -> Path:
     """Download a tag into the torch hub cache (needs internet), checking its hash."""
+    _fetch_hf_config(name_tag)
     spec, tag = parse_name_tag(name_tag)
     what = f"{spec.name}:{tag.tag}"
+    if tag.hf_repo:
+        return _fetch_hf(spec, tag)
     if tag.url is None:
         path = local_path(tag)
         if path is None:
@@ -205,15 +240,53 @@ def fetch(name_tag: str) -> Path:
     return dest
 
 
+def _fetch_hf_config(name_tag: str) -> None:
+    """``hf:<repo>`` backbones are specified by the repository's config.json: fetch it first."""
+    prefix, _, repo = split_name_tag(name_tag)[0].partition(":")
+    if prefix == "hf" and not (hf_snapshot(repo) / CONFIG).is_file():
+        _hf_download(repo, CONFIG, f"copy it to {hf_snapshot(repo) / CONFIG}")
+
+
+def _fetch_hf(spec: BackboneSpec, tag: WeightTag) -> Path:
+    """Download the first of the tag's files the repository has into the Hugging Face cache."""
+    assert tag.hf_repo is not None
+    found = local_path(tag)
+    if found is not None:
+        return found
+    hub = require("huggingface_hub")
+    for i, filename in enumerate(tag.hf_files):
+        try:
+            return _hf_download(tag.hf_repo, filename,
+                                f"`vtl weights import FILE --backbone {spec.name} --tag {tag.tag}` "
+                                f"(cache: {hf_snapshot(tag.hf_repo)})")
+        except hub.errors.EntryNotFoundError:
+            if i == len(tag.hf_files) - 1:
+                raise UserError(f"the Hugging Face repo {tag.hf_repo} has none of {', '.join(tag.hf_files)}"
+                                ) from None
+    raise AssertionError("unreachable")
+
+
+def _hf_download(repo: str, filename: str, offline_hint: str) -> Path:
+    hub = require("huggingface_hub")
+    try:
+        return Path(hub.hf_hub_download(repo, filename, cache_dir=hf_cache_dir()))
+    except Exception as e:  # offline, unknown repo, gated…
+        if isinstance(e, hub.errors.EntryNotFoundError) and not isinstance(e, hub.errors.LocalEntryNotFoundError):
+            raise  # the repo has no such file: the caller tries the next name
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise UserError(f"could not download {filename} of the Hugging Face repo {repo} ({reason}); offline, "
+                        f"download it elsewhere and {offline_hint}") from None
+
+
 def import_file(src: Path, backbone: str, tag_name: str) -> Path:
     """Copy a downloaded weights file to where the resolver looks for ``backbone:tag``,
     after checking it: readable with ``weights_only``, its published hash, and (for plain
     tags) that its tensors fit the backbone."""
     spec, tag = parse_name_tag(f"{backbone}:{tag_name}")
-    dest = cache_path(tag)
+    dest = _import_destination(tag, src)
     if dest is None:
         raise UserError(f"{backbone}:{tag_name} ships in a package; there is nothing to import")
-    state = unwrap_state(load_torch_file(src), src)  # refuse anything that is not a plain weights file
+    state = unwrap_state(read_file(src), src)  # refuse anything that is not a plain weights file
     verify_hash(src, tag, f"{backbone}:{tag_name}")
     if tag.loader is None:
         _check_fits_on_meta(spec, state, src)
@@ -222,6 +295,17 @@ def import_file(src: Path, backbone: str, tag_name: str) -> Path:
     shutil.copyfile(src, tmp)
     tmp.replace(dest)
     return dest
+
+
+def _import_destination(tag: WeightTag, src: Path) -> Path | None:
+    """Where an imported file goes: the hub cache, or for a Hugging Face repo its cached snapshot
+    under the repo's file name of the same kind (``model.safetensors``, ``pytorch_model.bin``…)."""
+    if not tag.hf_repo:
+        return cache_path(tag)
+    name = next((f for f in tag.hf_files if Path(f).suffix == src.suffix), None)
+    if name is None:
+        raise UserError(f"{src} is not one of the files of {tag.hf_repo} ({', '.join(tag.hf_files)})")
+    return hf_snapshot(tag.hf_repo) / name
 
 
 def _check_fits_on_meta(spec: BackboneSpec, state: dict, src: Path) -> None:
@@ -239,7 +323,7 @@ def _check_fits_on_meta(spec: BackboneSpec, state: dict, src: Path) -> None:
 
 
 def parse_name_tag(name_tag: str) -> tuple[BackboneSpec, WeightTag]:
-    name, _, tag_name = name_tag.partition(":")
+    name, tag_name = split_name_tag(name_tag)
     spec = get_spec(name)
     if not tag_name:
         if not spec.weights:

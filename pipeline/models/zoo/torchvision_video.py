@@ -29,7 +29,7 @@ class TorchvisionVideoResNet(Backbone):
 
     def __init__(self, arch: str) -> None:
         super().__init__()
-        self.net = getattr(tvv, arch)(weights=None)
+        self.net = r2plus1d_34() if arch == "r2plus1d_34" else getattr(tvv, arch)(weights=None)
         self.feature_dim = self.net.fc.in_features
         self.net.fc = nn.Identity()
 
@@ -39,6 +39,22 @@ class TorchvisionVideoResNet(Backbone):
     def stage_modules(self) -> dict[str, nn.Module]:
         n = self.net
         return {"stem": n.stem, "layer1": n.layer1, "layer2": n.layer2, "layer3": n.layer3, "layer4": n.layer4}
+
+
+def r2plus1d_34() -> tvv.VideoResNet:
+    """R(2+1)D-34 (Tran et al. 2018) on torchvision's VideoResNet blocks, as the VMZ (Caffe2) models
+    were converted to PyTorch by moabitcoin/ig65m-pytorch: the first block of layers 2-4 has the
+    Caffe2 mid-planes in its second (2+1)D conv (torchvision derives them from the block's input width;
+    facebookresearch/VMZ#89, pytorch/vision#1265), and batch norms use Caffe2's eps 1e-3."""
+    from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem
+
+    net = tvv.VideoResNet(block=BasicBlock, conv_makers=[Conv2Plus1D] * 4, layers=[3, 4, 6, 3], stem=R2Plus1dStem)
+    for layer, planes in ((net.layer2, 128), (net.layer3, 256), (net.layer4, 512)):
+        layer[0].conv2[0] = Conv2Plus1D(planes, planes, planes * 9 // 4)  # 288, 576, 1152
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.eps = 1e-3
+    return net
 
 
 def inflate_imagenet_resnet18(backbone: Backbone, state: dict) -> None:
@@ -85,6 +101,34 @@ for _arch, (_enum, _desc) in _VIDEO_RESNETS.items():
         convert_state=prefix_converter("net.", drop=("fc.",)),
         min_input_size=16, description=_desc,
     ))
+
+# ----------------------------------------------------------------------------- r2plus1d_34 (IG65M)
+
+# moabitcoin/ig65m-pytorch's release v1.0.0: plain state dicts with torchvision's VideoResNet keys
+# (and a 487-way IG65M or 400-way Kinetics ``fc``), the sha256 prefix in the file name. Kinetics-400
+# first: the default tag of video backbones.
+IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
+_R2PLUS1D_34_TAGS = (
+    WeightTag("kinetics400", "kinetics400", url=f"{IG65M}/r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
+              note="IG-65M, then fine-tuned on Kinetics-400, 8-frame clips"),
+    WeightTag("kinetics400_clip32", "kinetics400",
+              url=f"{IG65M}/r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
+              note="IG-65M, then fine-tuned on Kinetics-400, 32-frame clips"),
+    WeightTag("ig65m", "ig65m", url=f"{IG65M}/r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth",
+              note="IG-65M weakly supervised (65M Instagram videos), 8-frame clips"),
+    WeightTag("ig65m_clip32", "ig65m", url=f"{IG65M}/r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth",
+              note="IG-65M, 32-frame clips"),
+)
+_meta = torchvision_meta(tvv.R2Plus1D_18_Weights.KINETICS400_V1)
+register(BackboneSpec(
+    name="r2plus1d_34", kind="video", feature_dim=512, stages=("stem", "layer1", "layer2", "layer3", "layer4"),
+    input_size=112, clip_len=8, mean=_meta.mean, std=_meta.std,
+    builder=lambda: TorchvisionVideoResNet("r2plus1d_34"),
+    weights={t.tag: t for t in _R2PLUS1D_34_TAGS},
+    convert_state=prefix_converter("net.", drop=("fc.",)), family="vmz",
+    min_input_size=16,
+    description="R(2+1)D-34 (VMZ), IG-65M pretraining (Ghadiyaram et al. 2019), 63.6M params; 8x112 px",
+))
 
 # ----------------------------------------------------------------------------- s3d
 
