@@ -331,9 +331,11 @@ def test_grid_flags_negative_transfer_and_resumes(bench) -> None:
         assert float(r["transfer_gain"]) == pytest.approx(float(r["top1"]) - float(scratch["top1"]), abs=1e-5)
     assert {r["weights"] for r in rows} == {"none", str(bench["ckpt"])}
 
-    # Scratch clearly beats a linear probe on features learnt from shuffled labels.
+    # Scratch learns (18 test videos, 3 classes: chance 0.33, measured 0.89 and 1.0 over the two seeds) and
+    # clearly beats a linear probe on features learnt from shuffled labels.
     linear = [float(by[("linear", s)]["top1"]) for s in "01"]
     scratch = [float(by[("scratch", s)]["top1"]) for s in "01"]
+    assert min(scratch) >= 0.6, scratch
     assert sum(scratch) / 2 - sum(linear) / 2 >= 0.25, (linear, scratch)
     report = (out / "report.md").read_text()
     assert NEGATIVE in report
