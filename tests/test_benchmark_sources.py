@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 MOTIONS = ("right", "up", "grow")
 SHAPES3 = ("circle", "square", "triangle")
-SUMMARY_KEYS = {"ranking", "best_scratch", "negative_transfer", "flags", "failed_cells", "kendall_tau", "lr_selection"}
+SUMMARY_KEYS = {"ranking", "best_scratch", "negative_transfer", "flags", "failed_cells", "kendall_tau", "lr_selection",
+                "provenance"}
 RANKING_KEYS_ORDER = ("source", "backbone", "best_strategy", "top1_mean", "top1_spread", "rank",
                       "beats_own_scratch", "beats_best_scratch", "lr", "params", "gflops", "latency_ms", "throughput",
                       "train_seconds",

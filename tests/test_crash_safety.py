@@ -101,7 +101,8 @@ def _outputs(stage: str, ws: Path) -> dict[str, object]:
     if stage == "evaluate":
         (run,) = (ws / "eval").iterdir()
         metrics = json.loads((run / "metrics.json").read_text())
-        return {"metrics": {k: v for k, v in metrics.items() if "seconds" not in k and k != "eval_dir"},
+        return {"metrics": {k: v for k, v in metrics.items()  # provenance: when and where it ran
+                            if "seconds" not in k and k not in ("eval_dir", "provenance")},
                 "predictions": _csv(run / "predictions.csv"), "per_class": _csv(run / "per_class.csv"),
                 "png": (run / "confusion.png").read_bytes()[:8]}
     out = {"results": _csv(ws / "benchmark" / "results.csv", drop=("train_seconds",)),
