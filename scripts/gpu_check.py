@@ -224,12 +224,21 @@ def step_ddp(plan: Plan, work: Path, log: Path, rc: int, seconds: float) -> dict
     return result
 
 
-def _timed(loader, skip: int, marks: list[float]):
-    """Yield ``loader``'s batches, noting the time the ``skip``-th one arrives (after start-up)."""
-    for i, batch in enumerate(loader):
-        if i == skip:
-            marks.append(time.perf_counter())
-        yield batch
+class _timed:  # noqa: N801 - used like the function it was
+    """``loader``'s batches, noting the time the ``skip``-th one arrives (after start-up); sized like
+    the loader, as the training loop needs (it counts the batches of an accumulation group)."""
+
+    def __init__(self, loader, skip: int, marks: list[float]):
+        self.loader, self.skip, self.marks = loader, skip, marks
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == self.skip:
+                self.marks.append(time.perf_counter())
+            yield batch
 
 
 def step_extract(plan: Plan, work: Path) -> dict[str, Any]:
