@@ -292,7 +292,10 @@ def test_checkpoint_of_another_class_count_or_backbone(sampled: Path, capfd: pyt
     assert "error: run 'three' was trained on other classes than" in capfd.readouterr().err
     assert vtl_main("evaluate", sampled, "--run", "liar") == 2
     assert "does not match its recorded backbone" in capfd.readouterr().err
-    assert not (sampled / "eval").exists()
+    # No results: each refused evaluation leaves only its log, which says why it stopped.
+    written = [p for p in (sampled / "eval").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in written) == ["evaluate.log", "evaluate.log"]
+    assert all("error:" in p.read_text() for p in written)
     shutil.rmtree(sampled / "train")
 
 

@@ -28,7 +28,8 @@ def ws(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _files(run: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    """The run's files and their times, but train.log: every invocation appends what it printed."""
+    return {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file() and p.name != "train.log"}
 
 
 def _with(option: str, value: str) -> list[str]:

@@ -124,7 +124,8 @@ def fit(job: Fit, *, restart: bool) -> dict[str, Any]:
         # Reseed at every epoch: a run resumed from last.pt replays exactly the epochs an
         # uninterrupted run would have (shuffling, view draws, augmentation, dropout).
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        train_loader.dataset.set_epoch(epoch_seed(cfg.seed, epoch))
+        if hasattr(train_loader.dataset, "set_epoch"):  # vtl's datasets draw each item's view from it
+            train_loader.dataset.set_epoch(epoch_seed(cfg.seed, epoch))
         if isinstance(train_loader.sampler, (DistributedSampler, BalancedSampler)):
             train_loader.sampler.set_epoch(epoch)
         else:
