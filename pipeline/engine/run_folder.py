@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,8 @@ class RunFolder:
 
     def write_train_split(self, ids: list[str], labels: list[str]) -> None:
         """The training videos this run uses (after ``--fraction``) and their classes."""
-        counts: dict[str, int] = {}
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
         write_json(self.train_dir / "train_split.json",
-                   {"videos_per_class": dict(sorted(counts.items())), "ids": ids})
+                   {"videos_per_class": dict(sorted(Counter(labels).items())), "ids": ids})
 
     def train_split(self) -> dict[str, Any] | None:
         return _read_json(self.train_dir / "train_split.json")
