@@ -49,10 +49,13 @@ TARGET_CLASSES = (
 
 
 # Fixed encoder settings: one encoder thread (a frame-threaded x264 encodes differently on machines
-# with other core counts, and its output is then not reproducible), fixed preset and quality, nothing
-# more. With the same package versions the files are byte-identical run to run.
+# with other core counts, and its output is then not reproducible), fixed preset and quality, and no
+# macroblock-tree rate control (mbtree=0): with it, about one encode in ten of the same 64 px frames
+# came out different, even on one thread. With the same package versions the files are byte-identical
+# run to run.
 ENCODER_OPTIONS = {"threads": "1"}
-X264_OPTIONS = {"preset": "medium", "crf": "23", "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+X264_OPTIONS = {"preset": "medium", "crf": "23",
+                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"}
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 16, codec: str = "libx264",
