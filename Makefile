@@ -5,6 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test runs one pytest-xdist worker per core, at most 4 (each worker computes on one thread;
+# tests/conftest.py); tests of one xdist_group (a costly module fixture) share a worker. JOBS=0: one process.
+JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 
 .PHONY: demo test lint bench clean help
 
@@ -25,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/vtl demo
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 # The layering contracts live in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)

@@ -420,7 +420,7 @@ def test_transferability_ranks_a_related_source_above_a_shuffled_one(bench, tmp_
 
     copy = Workspace(shutil.copytree(bench["ws"], tmp_path / "ws",
                                      ignore=shutil.ignore_patterns("train", "eval", "benchmark", "features")))
-    related = run_train(copy, TrainConfig(backbone="resnet18", strategy="scratch", epochs=4, lr=0.1, batch_size=8,
+    related = run_train(copy, TrainConfig(backbone="resnet18", strategy="scratch", epochs=4, lr=0.003, batch_size=8,
                                           input_size=32, augment="none", name="related"))
     f = _write(tmp_path / "s.yaml", f"""
 train: {{input_size: 32, augment: none}}

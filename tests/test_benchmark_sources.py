@@ -112,13 +112,13 @@ def test_source_datasets_are_pretrained_and_ranked(tmp_path: Path, seed: int) ->
 train:
   input_size: 32
   augment: none
-  scratch: {epochs: 12, lr: 0.003, batch_size: 12}  # both seeds of scratch learn: a tight spread
+  scratch: {epochs: 8, lr: 0.003, batch_size: 12}  # both seeds of scratch learn: a tight spread
   linear: {epochs: 20, lr: 0.01}
 sources:
 """ + "".join(f"""  - name: {name}
     dataset: {name}
     backbone: resnet18
-    pretrain: {{epochs: 8, lr: {0.1 if name == 'shuffled' else 0.003}, batch_size: 12, input_size: 32, augment: none}}
+    pretrain: {{epochs: 5, lr: {0.1 if name == 'shuffled' else 0.003}, batch_size: 12, input_size: 32, augment: none}}
 """ for name in ("related", "unrelated", "shuffled")))
     _benchmark(target.root, sources, "--seeds", "2", "--no-select-lr")
 
@@ -264,7 +264,7 @@ def test_the_learning_rate_is_chosen_on_validation_and_only_it_is_tested(tmp_pat
     data = tmp_path / "data"
     rotate = dict(zip(COLOURS3, COLOURS3[1:] + COLOURS3[:1], strict=True))
     for split, seed in (("train", 1), ("val", 2), ("test", 3)):
-        made = _dataset(tmp_path / "made" / split, 8, seed, "target")
+        made = _dataset(tmp_path / "made" / split, 16, seed, "target")
         for colour in COLOURS3:
             dest = data / split / (rotate[colour] if split == "test" else colour)
             dest.mkdir(parents=True)

@@ -115,6 +115,7 @@ def test_video_options_on_an_image_workspace_are_an_error(tmp_path):
 
 
 @pytest.mark.shared  # the checkpoint comes from the shared dog photos
+@pytest.mark.xdist_group("dogs")  # one worker builds the dogs_linear fixture once for all three
 def test_predict_refuses_a_file_that_is_not_an_image_or_video(tmp_path, dogs_linear):
     ckpt, _ = dogs_linear
     bogus = tmp_path / "photo.jpg"
@@ -141,6 +142,7 @@ def dogs_linear(tmp_path_factory, shared_data):
 
 @pytest.mark.shared
 @pytest.mark.slow
+@pytest.mark.xdist_group("dogs")
 def test_dog_breeds_linear_probe_reaches_target(dogs_linear, shared_data):
     ckpt, (ws, seconds) = dogs_linear
     metrics = json.loads((ws / "eval" / "efficientnet_lite0-linear" / "metrics.json").read_text())
@@ -187,6 +189,7 @@ def test_stanford_dogs_with_imagenet_weights_warns_about_leakage(tmp_path, share
 
 @pytest.mark.shared
 @pytest.mark.slow
+@pytest.mark.xdist_group("dogs")
 def test_dog_breeds_finetune_keeps_up_with_the_linear_probe(dogs_linear, shared_data):
     """Issue 5's target: finetune ≥ linear − 0.02 on the test split, with the recipe of
     configs/dogs_efficientnet_lite0.yaml (LP-FT from the cached features, small steps). Without

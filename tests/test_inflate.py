@@ -25,8 +25,6 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.models.inflate import inflate_resnet2d_into_video
 
-torch.set_num_threads(2)
-
 
 def _resnet18_2d() -> nn.Module:
     """A seeded resnet18 with realistic, then perturbed, batch-norm parameters and statistics."""

@@ -29,8 +29,6 @@ from pipeline.models.classifier import build_model
 from pipeline.models.registry import list_specs
 from pipeline.models.weights import apply_weights
 
-torch.set_num_threads(2)
-
 SPECS = {s.name: s for s in list_specs()}
 # Spatial size used for the heaviest networks that accept any crop (their declared shape costs
 # 10-45 s per forward pass on 2 CPU cores); every other backbone runs at its declared shape.

@@ -24,8 +24,6 @@ from pipeline.models.checkpoint import load_torch_file
 from pipeline.models.classifier import build_model
 from pipeline.models.registry import get_spec
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture
 def homes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
